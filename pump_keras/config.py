@@ -1,0 +1,200 @@
+"""Typed configuration shared by the CLI, the notebooks and the tests.
+
+Every value a user can set lives in one of these dataclasses. Presets are
+plain instances; nothing in the rest of the package hides its own constants.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Optional, Tuple, Union
+
+FEATURE_KINDS = ("spectrogram", "mel", "log_frequency", "linear_frequency")
+
+# Fixed dB windows mapped onto [0, 1] by the image step, per feature kind.
+# The absolute kinds (`spectrogram`, `mel`) are referenced to full scale
+# (a float sample of 1.0); on real MIMII/DCASE pump clips 99 % of their
+# values fall between -55 and +6 dB. The relative kinds are referenced to the
+# clip's own peak and clipped 80 dB below it, as in librosa's gallery recipe.
+DEFAULT_DB_RANGES = {
+    "spectrogram": (-80.0, 20.0),
+    "mel": (-80.0, 20.0),
+    "log_frequency": (-80.0, 0.0),
+    "linear_frequency": (-80.0, 0.0),
+}
+
+
+@dataclass
+class FeatureConfig:
+    """How a waveform becomes a spectrogram image (see `pump_keras.features`).
+
+    Attributes:
+        kind: one of `FEATURE_KINDS` (the paper's Table 6 features).
+        sample_rate: the rate every clip must have, in Hz; a clip at another
+            rate is an error, never silently resampled.
+        channel: microphone index to use, or `"mean"` for the mean of all.
+        n_fft: STFT frame length (periodic Hann window of the same length).
+        hop_length: STFT hop in samples.
+        n_mels: mel bands for `mel` (Slaney mel scale and area normalisation,
+            librosa's defaults).
+        n_log_bins: log-spaced frequency rows for `log_frequency`.
+        log_fmin: lowest frequency in Hz of the `log_frequency` axis.
+        top_db: dynamic range kept below the clip's peak by the relative
+            kinds (`log_frequency`, `linear_frequency`).
+        db_range: `(low, high)` dB window mapped onto [0, 1]; `None` takes
+            `DEFAULT_DB_RANGES[kind]`.
+        image_size: side of the square image fed to the backbone.
+        image_channels: channels of the image (the single feature plane
+            repeated), 3 for ImageNet-style backbones.
+    """
+
+    kind: str = "spectrogram"
+    sample_rate: int = 16000
+    channel: Union[int, str] = 0
+    n_fft: int = 1024
+    hop_length: int = 512
+    n_mels: int = 128
+    n_log_bins: int = 256
+    log_fmin: float = 20.0
+    top_db: float = 80.0
+    db_range: Optional[Tuple[float, float]] = None
+    image_size: int = 224
+    image_channels: int = 3
+
+    def __post_init__(self):
+        if self.kind not in FEATURE_KINDS:
+            raise ValueError(
+                f"Unknown feature kind {self.kind!r}; expected one of {FEATURE_KINDS}."
+            )
+        if isinstance(self.channel, str):
+            if self.channel != "mean":
+                if not self.channel.isdigit():
+                    raise ValueError(
+                        f"channel must be a non-negative index or 'mean', got {self.channel!r}."
+                    )
+                self.channel = int(self.channel)
+        elif int(self.channel) < 0:
+            raise ValueError(f"channel must be >= 0 or 'mean', got {self.channel!r}.")
+        for name in ("sample_rate", "n_fft", "hop_length", "n_mels", "n_log_bins",
+                     "image_size", "image_channels"):
+            if int(getattr(self, name)) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}.")
+        if self.n_fft % 2:
+            raise ValueError(f"n_fft must be even, got {self.n_fft}.")
+        if not 0 < self.log_fmin < self.sample_rate / 2:
+            raise ValueError(
+                f"log_fmin must lie in (0, sample_rate / 2), got {self.log_fmin}."
+            )
+        if self.db_range is not None:
+            low, high = (float(v) for v in self.db_range)
+            if not low < high:
+                raise ValueError(f"db_range must be (low, high) with low < high, got {self.db_range}.")
+            self.db_range = (low, high)
+
+    @property
+    def resolved_db_range(self) -> Tuple[float, float]:
+        """The dB window in force: `db_range`, or the kind's default."""
+        return self.db_range if self.db_range is not None else DEFAULT_DB_RANGES[self.kind]
+
+
+@dataclass
+class DataConfig:
+    """Where the recordings are, how they are split, and how they are batched.
+
+    Attributes:
+        data_dir: root of a MIMII- or DCASE-layout tree; `None` means the
+            built-in synthetic recordings.
+        snr_db: keep only these MIMII SNR folders (e.g. `(-6,)`); `None` keeps all.
+        machine_ids: keep only these machine ids (e.g. `("00", "02")`).
+        split_ratios: train/val/test fractions, stratified by
+            (machine_id, label) and grouped by clip key.
+        split_seed: seed of the split.
+        batch_size: images per batch.
+        shuffle_buffer: images held by the training shuffle (bounds memory).
+        shuffle_seed: seed of the training shuffle.
+        cache: cache images on disk in the run directory after the first epoch.
+        num_parallel_calls: parallel decode/feature calls; `None` lets tf.data tune.
+    """
+
+    data_dir: Optional[str] = None
+    snr_db: Optional[Tuple[float, ...]] = None
+    machine_ids: Optional[Tuple[str, ...]] = None
+    split_ratios: Tuple[float, float, float] = (0.7, 0.2, 0.1)
+    split_seed: int = 0
+    batch_size: int = 32
+    shuffle_buffer: int = 512
+    shuffle_seed: int = 0
+    cache: bool = True
+    num_parallel_calls: Optional[int] = None
+
+    def __post_init__(self):
+        ratios = tuple(float(r) for r in self.split_ratios)
+        if len(ratios) != 3 or min(ratios) < 0 or abs(sum(ratios) - 1.0) > 1e-6:
+            raise ValueError(
+                f"split_ratios must be three non-negative fractions summing to 1, got {self.split_ratios}."
+            )
+        self.split_ratios = ratios
+        if self.batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {self.batch_size}.")
+        if self.shuffle_buffer <= 0:
+            raise ValueError(f"shuffle_buffer must be positive, got {self.shuffle_buffer}.")
+        if self.snr_db is not None:
+            self.snr_db = tuple(float(v) for v in self.snr_db)
+        if self.machine_ids is not None:
+            self.machine_ids = tuple(f"{int(v):02d}" for v in self.machine_ids)
+
+
+@dataclass
+class SyntheticConfig:
+    """The built-in synthetic pump recordings (see `pump_keras.data.synthetic`).
+
+    Attributes:
+        clips_per_class: clips per machine id and class (normal, abnormal).
+        seconds: length of each clip.
+        snr_db: SNR folders to write; the same pump recording is mixed with
+            the same background at each, as in MIMII.
+        seed: everything is a deterministic function of this seed.
+        machine_ids: machine ids to write.
+        sample_rate: sample rate of the written files.
+        channels: microphones of the simulated array.
+    """
+
+    clips_per_class: int = 10
+    seconds: float = 2.0
+    snr_db: Tuple[float, ...] = (0.0,)
+    seed: int = 0
+    machine_ids: Tuple[str, ...] = ("00", "02", "04", "06")
+    sample_rate: int = 16000
+    channels: int = 8
+
+    def __post_init__(self):
+        if self.clips_per_class <= 0:
+            raise ValueError(f"clips_per_class must be positive, got {self.clips_per_class}.")
+        if not self.seconds > 0:
+            raise ValueError(f"seconds must be positive, got {self.seconds}.")
+        if self.channels <= 0:
+            raise ValueError(f"channels must be positive, got {self.channels}.")
+        self.snr_db = tuple(float(v) for v in self.snr_db)
+        self.machine_ids = tuple(f"{int(v):02d}" for v in self.machine_ids)
+
+
+def to_dict(config) -> dict:
+    """A JSON-ready dict of a config dataclass (tuples become lists)."""
+    return dataclasses.asdict(config)
+
+
+def replace(config, **changes):
+    """A copy of `config` with `changes` applied and validated again."""
+    return dataclasses.replace(config, **changes)
+
+
+__all__ = [
+    "FEATURE_KINDS",
+    "DEFAULT_DB_RANGES",
+    "FeatureConfig",
+    "DataConfig",
+    "SyntheticConfig",
+    "to_dict",
+    "replace",
+]

@@ -1,0 +1,1 @@
+"""Recordings on disk: indexing, splitting, synthetic generation, tf.data."""

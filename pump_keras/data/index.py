@@ -1,0 +1,407 @@
+"""Finding the recordings of a MIMII- or DCASE-layout tree on disk.
+
+Two layouts are recognised, matched on each file's absolute path parts:
+
+* MIMII: ``<snr>_dB_<machine>/<machine>/id_XX/{normal,abnormal}/NAME.wav``
+  (e.g. ``-6_dB_pump/pump/id_00/abnormal/00000012.wav``).
+* DCASE 2020 Task 2: ``{normal,anomaly}_id_XX_NNNNNNNN.wav``, flat or under
+  ``train/`` and ``test/`` folders.
+
+Every clip gets a `clip_key` naming the recording independently of its SNR
+folder, so that the splitter can keep the same recording (mixed at 6, 0 and
+-6 dB) out of two splits at once.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+import re
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+from pump_keras.wavfile import read_wav_header
+
+KNOWN_MACHINES = ("pump", "fan", "valve", "slider", "ToyCar", "ToyConveyor")
+LABEL_NAMES = {0: "normal", 1: "abnormal"}
+
+MIMII_LAYOUT = "<snr>_dB_<machine>/<machine>/id_XX/{normal,abnormal}/NAME.wav"
+DCASE_LAYOUT = "[<machine>/{train,test}/]{normal,anomaly}_id_XX_NNNNNNNN.wav"
+
+_SNR_DIR = re.compile(r"^([+-]?\d+(?:\.\d+)?)_dB_(.+)$")
+_ID_DIR = re.compile(r"^id_(\d+)$")
+_DCASE_NAME = re.compile(r"^(normal|anomaly)_id_(\d+)_(\d+)\.wav$", re.IGNORECASE)
+_MIMII_CLASSES = {"normal": 0, "abnormal": 1}
+_DCASE_CLASSES = {"normal": 0, "anomaly": 1}
+_DCASE_SUBSETS = ("train", "test")
+_MAX_EXAMPLES = 3
+
+
+class DatasetError(ValueError):
+    """A dataset tree that cannot be indexed or checked; the message says why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipRecord:
+    """One recording on disk.
+
+    Attributes:
+        path: absolute path of the WAV file.
+        label: 0 for normal, 1 for abnormal (MIMII) / anomaly (DCASE).
+        machine: machine type, e.g. "pump".
+        machine_id: zero-padded machine id, e.g. "00".
+        snr_db: the MIMII SNR folder in dB, `None` for DCASE files.
+        clip_key: the recording independent of its SNR folder.
+    """
+
+    path: str
+    label: int
+    machine: str
+    machine_id: str
+    snr_db: Optional[float]
+    clip_key: str
+
+
+def index_dataset(
+    root,
+    snr_db: Optional[Iterable[float]] = None,
+    machine_ids: Optional[Iterable[str]] = None,
+) -> List[ClipRecord]:
+    """All recordings under `root`, sorted by path.
+
+    Args:
+        root: a directory holding a MIMII or DCASE tree (any level of it).
+        snr_db: keep only these SNRs in dB; each must exist in the tree.
+        machine_ids: keep only these machine ids (e.g. `("00", "02")`).
+
+    Raises:
+        DatasetError: `root` is missing or not a directory, holds no `.wav`
+            files, holds `.wav` files following neither layout, mixes both
+            layouts, holds one recording twice, or a filter matches nothing.
+    """
+    root_path = _check_root(root)
+    paths = _find_wav_files(root_path)
+    if not paths:
+        raise DatasetError(f"{root_path}: no .wav files found under this directory.")
+    records, unknown = _parse_all(paths)
+    if unknown:
+        raise DatasetError(_unknown_files_message(root_path, unknown))
+    _check_single_layout(root_path, records)
+    _check_no_duplicates(root_path, records)
+    records = _filter_snr(root_path, records, snr_db)
+    records = _filter_machine_ids(root_path, records, machine_ids)
+    return sorted(records, key=lambda r: r.path)
+
+
+def parse_clip_path(path) -> Optional[ClipRecord]:
+    """The record for one absolute WAV path, or `None` if no layout matches."""
+    path = os.path.abspath(os.fspath(path))
+    parts = Path(path).parts
+    return _parse_mimii(path, parts) or _parse_dcase(path, parts)
+
+
+def check_audio_headers(records: Sequence[ClipRecord], sample_rate: Optional[int] = None) -> dict:
+    """Reads every file's WAV header (not its samples) and checks the rates agree.
+
+    Args:
+        records: the clips to check, as from `index_dataset`.
+        sample_rate: the rate every file must have, in Hz; `None` only
+            requires the files to agree with one another.
+
+    Returns:
+        A summary: `files`, `sample_rate`, `channels` (channel count ->
+        number of files), `encodings` (e.g. "PCM 16-bit" -> number of files)
+        and `total_seconds`.
+
+    Raises:
+        WavFormatError: a file's header is unreadable (the message names it).
+        DatasetError: no records, a file has vanished, or sample rates differ
+            within the dataset or from `sample_rate`.
+    """
+    if not records:
+        raise DatasetError("check_audio_headers: no records to check.")
+    by_rate: Dict[int, List[str]] = collections.defaultdict(list)
+    channels: Dict[int, int] = collections.Counter()
+    encodings: Dict[str, int] = collections.Counter()
+    total_seconds = 0.0
+    for record in records:
+        header = _read_header(record.path)
+        by_rate[header.sample_rate].append(record.path)
+        channels[header.channels] += 1
+        encodings[header.encoding] += 1
+        total_seconds += header.seconds
+    _check_sample_rates(by_rate, sample_rate)
+    return {
+        "files": len(records),
+        "sample_rate": next(iter(by_rate)),
+        "channels": dict(sorted(channels.items())),
+        "encodings": dict(sorted(encodings.items())),
+        "total_seconds": total_seconds,
+    }
+
+
+def summarize(records: Iterable[ClipRecord]) -> Dict[Tuple[Optional[float], str, int], int]:
+    """Clip counts per `(snr_db, machine_id, label)`, in sorted order."""
+    counts = collections.Counter((r.snr_db, r.machine_id, r.label) for r in records)
+    return {key: counts[key] for key in sorted(counts, key=_summary_sort_key)}
+
+
+def format_summary(records: Iterable[ClipRecord]) -> str:
+    """A printable table: one row per (SNR, machine id), normal/abnormal counts."""
+    rows: Dict[Tuple[Optional[float], str], List[int]] = {}
+    for (snr, machine_id, label), count in summarize(records).items():
+        rows.setdefault((snr, machine_id), [0, 0])[label] += count
+    lines = [f"{'snr_db':>7}  {'id':>3}  {'normal':>7}  {'abnormal':>8}"]
+    totals = [0, 0]
+    for (snr, machine_id), (normal, abnormal) in rows.items():
+        snr_text = "-" if snr is None else f"{snr:g}"
+        lines.append(f"{snr_text:>7}  {machine_id:>3}  {normal:>7}  {abnormal:>8}")
+        totals[0] += normal
+        totals[1] += abnormal
+    lines.append(f"{'total':>7}  {'':>3}  {totals[0]:>7}  {totals[1]:>8}")
+    return "\n".join(lines)
+
+
+def normalize_machine_id(value) -> str:
+    """A machine id as a zero-padded string: 0, "0" and "id_00" give "00"."""
+    text = str(value).strip()
+    if text.startswith("id_"):
+        text = text[3:]
+    if not text.isdigit():
+        raise DatasetError(f"machine id must be a number such as '00', got {value!r}.")
+    return f"{int(text):02d}"
+
+
+def _check_root(root) -> Path:
+    """The absolute root path, after checking it is an existing directory."""
+    root_path = Path(os.path.abspath(os.fspath(root)))
+    if not root_path.exists():
+        raise DatasetError(f"{root_path}: dataset directory does not exist.")
+    if not root_path.is_dir():
+        raise DatasetError(f"{root_path}: dataset root is not a directory.")
+    return root_path
+
+
+def _find_wav_files(root: Path) -> List[str]:
+    """Every `.wav` file under `root`, skipping hidden files and folders."""
+    found = []
+    for directory, subdirs, files in os.walk(root):
+        subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.lower().endswith(".wav") and not name.startswith("."):
+                found.append(os.path.join(directory, name))
+    return found
+
+
+def _parse_all(paths: Iterable[str]) -> Tuple[List[ClipRecord], List[str]]:
+    """Records for the paths that match a layout, and the paths that do not."""
+    records, unknown = [], []
+    for path in paths:
+        record = parse_clip_path(path)
+        if record is None:
+            unknown.append(path)
+        else:
+            records.append(record)
+    return records, unknown
+
+
+def _parse_mimii(path: str, parts: Tuple[str, ...]) -> Optional[ClipRecord]:
+    """The record of a MIMII-layout path, or `None`."""
+    if len(parts) < 6:
+        return None
+    snr_dir, machine, id_dir, class_dir, name = parts[-5:]
+    snr_match = _SNR_DIR.match(snr_dir)
+    id_match = _ID_DIR.match(id_dir)
+    if not (snr_match and id_match and class_dir in _MIMII_CLASSES):
+        return None
+    if snr_match.group(2) != machine or not name.lower().endswith(".wav"):
+        return None
+    machine_id = f"{int(id_match.group(1)):02d}"
+    stem = name[: -len(".wav")]
+    return ClipRecord(
+        path=path,
+        label=_MIMII_CLASSES[class_dir],
+        machine=machine,
+        machine_id=machine_id,
+        snr_db=float(snr_match.group(1)),
+        clip_key=f"{machine}/id_{machine_id}/{class_dir}/{stem}",
+    )
+
+
+def _parse_dcase(path: str, parts: Tuple[str, ...]) -> Optional[ClipRecord]:
+    """The record of a DCASE-layout path, or `None`."""
+    match = _DCASE_NAME.match(parts[-1])
+    if match is None or len(parts) < 2:
+        return None
+    class_name = match.group(1).lower()
+    machine_id = f"{int(match.group(2)):02d}"
+    subset = parts[-2] if parts[-2] in _DCASE_SUBSETS else "-"
+    machine = _dcase_machine(parts[:-1], subset != "-")
+    return ClipRecord(
+        path=path,
+        label=_DCASE_CLASSES[class_name],
+        machine=machine,
+        machine_id=machine_id,
+        snr_db=None,
+        clip_key=f"{machine}/id_{machine_id}/{subset}/{class_name}/{match.group(3)}",
+    )
+
+
+def _dcase_machine(folders: Tuple[str, ...], has_subset: bool) -> str:
+    """The machine of a DCASE file from the folders above it.
+
+    With a train/test folder, the folder above it (reduced to a known machine
+    name when it contains one, e.g. "dcase2020-pump" -> "pump"); otherwise the
+    nearest folder containing a known machine name; otherwise the parent.
+    """
+    if has_subset and len(folders) >= 2:
+        above = folders[-2]
+        return _known_machine_in(above) or above
+    for folder in reversed(folders):
+        known = _known_machine_in(folder)
+        if known:
+            return known
+    return folders[-1]
+
+
+def _known_machine_in(folder: str) -> Optional[str]:
+    """The known machine name that `folder` is or contains as a word, if any."""
+    words = {w.lower() for w in re.split(r"[^A-Za-z0-9]+", folder) if w}
+    for machine in KNOWN_MACHINES:
+        if machine.lower() in words:
+            return machine
+    return None
+
+
+def _unknown_files_message(root: Path, unknown: Sequence[str]) -> str:
+    """Describes `.wav` files that follow neither layout."""
+    examples = "\n".join(f"  {os.path.relpath(p, root)}" for p in unknown[:_MAX_EXAMPLES])
+    more = f"\n  ... and {len(unknown) - _MAX_EXAMPLES} more" if len(unknown) > _MAX_EXAMPLES else ""
+    return (
+        f"{root}: {len(unknown)} .wav file(s) follow neither known layout, e.g.:\n"
+        f"{examples}{more}\n"
+        f"Expected MIMII: {MIMII_LAYOUT} (e.g. -6_dB_pump/pump/id_00/normal/00000000.wav)\n"
+        f"or DCASE 2020 Task 2: {DCASE_LAYOUT} (e.g. pump/train/normal_id_00_00000000.wav)."
+    )
+
+
+def _check_single_layout(root: Path, records: Sequence[ClipRecord]) -> None:
+    """Raises if MIMII and DCASE files are mixed under one root."""
+    mimii = [r.path for r in records if r.snr_db is not None]
+    dcase = [r.path for r in records if r.snr_db is None]
+    if mimii and dcase:
+        raise DatasetError(
+            f"{root}: mixes {len(mimii)} MIMII-layout and {len(dcase)} DCASE-layout files "
+            f"(e.g. {os.path.relpath(mimii[0], root)} and {os.path.relpath(dcase[0], root)}); "
+            "point the dataset root at one of them."
+        )
+
+
+def _check_no_duplicates(root: Path, records: Sequence[ClipRecord]) -> None:
+    """Raises if one recording (same clip key and SNR) appears at two paths."""
+    seen: Dict[Tuple[str, Optional[float]], str] = {}
+    for record in records:
+        key = (record.clip_key, record.snr_db)
+        if key in seen:
+            raise DatasetError(
+                f"{root}: recording {record.clip_key!r} (SNR {_snr_text(record.snr_db)}) "
+                f"appears twice: {seen[key]} and {record.path}; remove the copy."
+            )
+        seen[key] = record.path
+
+
+def _filter_snr(root: Path, records: List[ClipRecord], snr_db) -> List[ClipRecord]:
+    """The records at the requested SNRs; raises for an SNR with no files."""
+    if snr_db is None:
+        return records
+    wanted = {float(v) for v in snr_db}
+    present = {r.snr_db for r in records}
+    missing = sorted(wanted - present)
+    if missing:
+        raise DatasetError(
+            f"{root}: no files at SNR {', '.join(f'{v:g} dB' for v in missing)}; "
+            f"the dataset has SNR {_describe_snrs(present)}."
+        )
+    return [r for r in records if r.snr_db in wanted]
+
+
+def _filter_machine_ids(root: Path, records: List[ClipRecord], machine_ids) -> List[ClipRecord]:
+    """The records of the requested machine ids; raises for an id with no files."""
+    if machine_ids is None:
+        return records
+    if isinstance(machine_ids, (str, int)):
+        machine_ids = (machine_ids,)
+    wanted = {normalize_machine_id(v) for v in machine_ids}
+    present = {r.machine_id for r in records}
+    missing = sorted(wanted - present)
+    if missing:
+        raise DatasetError(
+            f"{root}: no files for machine id {', '.join(missing)}"
+            f"; the selected files have ids {', '.join(sorted(present))}."
+        )
+    return [r for r in records if r.machine_id in wanted]
+
+
+def _describe_snrs(snrs: Iterable[Optional[float]]) -> str:
+    """Readable list of SNR values, "none" for DCASE's missing SNR."""
+    snrs = set(snrs)
+    values = sorted(v for v in snrs if v is not None)
+    text = ", ".join(f"{v:g} dB" for v in values)
+    if None in snrs:
+        text = (text + ", " if text else "") + "none (DCASE layout has no SNR folders)"
+    return text
+
+
+def _snr_text(snr: Optional[float]) -> str:
+    """An SNR as text, "none" for `None`."""
+    return "none" if snr is None else f"{snr:g} dB"
+
+
+def _read_header(path: str):
+    """The WAV header of `path`; a vanished or unreadable file is a DatasetError."""
+    try:
+        return read_wav_header(path)
+    except OSError as error:
+        raise DatasetError(f"{path}: cannot read file ({error.strerror or error}).") from error
+
+
+def _check_sample_rates(by_rate: Dict[int, List[str]], expected: Optional[int]) -> None:
+    """Raises if the files have several sample rates, or not `expected`."""
+    def describe(rate):
+        paths = by_rate[rate]
+        return f"{rate} Hz in {len(paths)} file(s) (e.g. {paths[0]})"
+
+    rates = sorted(by_rate, key=lambda rate: (-len(by_rate[rate]), rate))
+    if len(rates) > 1:
+        wanted = f"; expected {expected} Hz" if expected is not None else ""
+        raise DatasetError(
+            "sample rates differ within the dataset: "
+            + "; ".join(describe(rate) for rate in rates)
+            + f"{wanted}. Resample the files to one rate first."
+        )
+    if expected is not None and rates[0] != int(expected):
+        raise DatasetError(
+            f"sample rate {describe(rates[0])} but {int(expected)} Hz is configured; "
+            "resample the files or set the feature sample_rate to match."
+        )
+
+
+def _summary_sort_key(key: Tuple[Optional[float], str, int]):
+    """Sorts `(snr_db, machine_id, label)` with `None` SNR first."""
+    snr, machine_id, label = key
+    return (snr is not None, snr if snr is not None else 0.0, machine_id, label)
+
+
+__all__ = [
+    "KNOWN_MACHINES",
+    "LABEL_NAMES",
+    "DatasetError",
+    "ClipRecord",
+    "index_dataset",
+    "parse_clip_path",
+    "check_audio_headers",
+    "summarize",
+    "format_summary",
+    "normalize_machine_id",
+]

@@ -1,0 +1,198 @@
+"""The WAV container on the Python side: header inspection and atomic writing.
+
+Decoding for training and serving happens in the TensorFlow graph
+(`pump_keras.audio`). This module serves the host side: checking a whole
+dataset's headers up front (reading a few hundred bytes per file, never the
+samples) so that bad files are named before training starts, and writing
+MIMII-style files for the synthetic recordings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import struct
+import tempfile
+
+import numpy as np
+
+WAVE_FORMAT_PCM = 0x0001
+WAVE_FORMAT_IEEE_FLOAT = 0x0003
+WAVE_FORMAT_ALAW = 0x0006
+WAVE_FORMAT_MULAW = 0x0007
+WAVE_FORMAT_EXTENSIBLE = 0xFFFE
+
+FORMAT_NAMES = {
+    WAVE_FORMAT_PCM: "PCM",
+    WAVE_FORMAT_IEEE_FLOAT: "IEEE float",
+    WAVE_FORMAT_ALAW: "A-law",
+    WAVE_FORMAT_MULAW: "mu-law",
+    WAVE_FORMAT_EXTENSIBLE: "EXTENSIBLE",
+}
+
+# (format, bits per sample) pairs that `pump_keras.audio.decode_wav` reads.
+SUPPORTED_ENCODINGS = {
+    (WAVE_FORMAT_PCM, 16),
+    (WAVE_FORMAT_PCM, 24),
+    (WAVE_FORMAT_PCM, 32),
+    (WAVE_FORMAT_IEEE_FLOAT, 32),
+}
+
+# The KSDATAFORMAT_SUBTYPE GUID tail shared by PCM and IEEE float subformats.
+_GUID_TAIL = b"\x00\x00\x00\x00\x10\x00\x80\x00\x00\xaa\x00\x38\x9b\x71"
+
+
+class WavFormatError(ValueError):
+    """A file that is not a WAV this package can read; the message names it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class WavHeader:
+    """What a WAV file's header says about its samples."""
+
+    path: str
+    format_tag: int  # the effective format (the subformat for EXTENSIBLE)
+    channels: int
+    sample_rate: int
+    bits_per_sample: int
+    block_align: int
+    data_offset: int
+    data_bytes: int
+    file_bytes: int
+
+    @property
+    def frames(self) -> int:
+        """Number of sample frames in the data chunk."""
+        return self.data_bytes // self.block_align
+
+    @property
+    def seconds(self) -> float:
+        """Duration in seconds."""
+        return self.frames / self.sample_rate
+
+    @property
+    def encoding(self) -> str:
+        """A readable name such as 'PCM 16-bit'."""
+        name = FORMAT_NAMES.get(self.format_tag, f"format 0x{self.format_tag:04x}")
+        return f"{name} {self.bits_per_sample}-bit"
+
+
+def read_wav_header(path: str) -> WavHeader:
+    """Parses the RIFF chunks of `path` up to its `data` chunk.
+
+    Reads only the header bytes. Raises `WavFormatError` naming the file for
+    anything `pump_keras.audio.decode_wav` would reject: not RIFF/WAVE, a
+    missing or short `fmt ` chunk, an unsupported encoding, an empty or
+    truncated `data` chunk.
+    """
+    path = os.fspath(path)
+    file_bytes = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            raise WavFormatError(f"{path}: not a RIFF/WAVE file (starts with {head[:12]!r}).")
+        fmt = None
+        offset = 12
+        while True:
+            f.seek(offset)
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                raise WavFormatError(f"{path}: no 'data' chunk found (file is {file_bytes} bytes).")
+            chunk_id, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if chunk_id == b"fmt ":
+                if size < 16:
+                    raise WavFormatError(f"{path}: 'fmt ' chunk of {size} bytes is too short (need 16).")
+                fmt = f.read(min(size, 40))
+            elif chunk_id == b"data":
+                break
+            offset += 8 + size + (size & 1)
+    if fmt is None:
+        raise WavFormatError(f"{path}: 'data' chunk comes before any 'fmt ' chunk.")
+    format_tag, channels, sample_rate, _, block_align, bits = struct.unpack("<HHIIHH", fmt[:16])
+    if format_tag == WAVE_FORMAT_EXTENSIBLE:
+        if len(fmt) < 40:
+            raise WavFormatError(f"{path}: EXTENSIBLE 'fmt ' chunk of {len(fmt)} bytes (need 40).")
+        format_tag = struct.unpack("<H", fmt[24:26])[0]
+    header = WavHeader(
+        path=path,
+        format_tag=format_tag,
+        channels=channels,
+        sample_rate=sample_rate,
+        bits_per_sample=bits,
+        block_align=block_align,
+        data_offset=offset + 8,
+        data_bytes=size,
+        file_bytes=file_bytes,
+    )
+    _check_header(header)
+    return header
+
+
+def _check_header(h: WavHeader) -> None:
+    if (h.format_tag, h.bits_per_sample) not in SUPPORTED_ENCODINGS:
+        raise WavFormatError(
+            f"{h.path}: unsupported encoding {h.encoding}; supported are PCM 16/24/32-bit "
+            "and IEEE float 32-bit."
+        )
+    if h.channels < 1 or h.block_align != h.channels * h.bits_per_sample // 8:
+        raise WavFormatError(
+            f"{h.path}: inconsistent header ({h.channels} channels, block align {h.block_align}, "
+            f"{h.bits_per_sample} bits)."
+        )
+    if h.sample_rate <= 0:
+        raise WavFormatError(f"{h.path}: sample rate {h.sample_rate} Hz is not valid.")
+    if h.data_bytes < h.block_align:
+        raise WavFormatError(f"{h.path}: empty 'data' chunk (no audio samples).")
+    available = h.file_bytes - h.data_offset
+    if h.data_bytes > available:
+        raise WavFormatError(
+            f"{h.path}: truncated file: 'data' chunk declares {h.data_bytes} bytes "
+            f"but only {available} follow."
+        )
+
+
+def write_wav(path: str, samples: np.ndarray, sample_rate: int, extensible: bool = True) -> None:
+    """Writes int16 `samples` `[frames, channels]` to `path` atomically.
+
+    With `extensible=True` the file is laid out like the published MIMII
+    files: WAVE_FORMAT_EXTENSIBLE with a 40-byte `fmt ` chunk, then a `fact`
+    chunk, then `data`. Otherwise a plain 16-byte PCM header.
+    """
+    samples = np.asarray(samples)
+    if samples.dtype != np.int16:
+        raise TypeError(f"write_wav expects int16 samples, got {samples.dtype}.")
+    if samples.ndim == 1:
+        samples = samples[:, None]
+    frames, channels = samples.shape
+    block_align = 2 * channels
+    if extensible:
+        fmt = struct.pack(
+            "<HHIIHHHHI", WAVE_FORMAT_EXTENSIBLE, channels, sample_rate,
+            sample_rate * block_align, block_align, 16, 22, 16, 0,
+        ) + struct.pack("<H", WAVE_FORMAT_PCM) + _GUID_TAIL
+        extra = b"fact" + struct.pack("<II", 4, frames)
+    else:
+        fmt = struct.pack(
+            "<HHIIHH", WAVE_FORMAT_PCM, channels, sample_rate,
+            sample_rate * block_align, block_align, 16,
+        )
+        extra = b""
+    data = samples.astype("<i2", copy=False).tobytes()
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + extra
+    body += b"data" + struct.pack("<I", len(data)) + data
+    atomic_write_bytes(path, b"RIFF" + struct.pack("<I", len(body)) + body)
+
+
+def atomic_write_bytes(path: str, payload: bytes) -> None:
+    """Writes `payload` to `path` through a temporary file and a rename."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

@@ -1,0 +1,28 @@
+"""Shared fixtures: the real clips beside the repository, and quiet TensorFlow."""
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+import pytest  # noqa: E402
+
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+MIMII_DIR = SHARED_DATA / "mimii-pump-0dB"
+DCASE_DIR = SHARED_DATA / "dcase2020-pump"
+
+
+def real_wav_files():
+    """Every real clip in the shared data folder (MIMII 8-channel and DCASE mono)."""
+    files = sorted(SHARED_DATA.rglob("*.wav"))
+    if not files:
+        raise RuntimeError(f"No real clips found under {SHARED_DATA}; the tests need them.")
+    return files
+
+
+@pytest.fixture(scope="session")
+def real_files():
+    return real_wav_files()
