@@ -18,6 +18,7 @@ when `source` is given, which file it was.
 
 from __future__ import annotations
 
+import functools
 from typing import Optional, Union
 
 import tensorflow as tf
@@ -39,21 +40,14 @@ _ENCODINGS = (
 )
 
 
-def _little_endian(contents: tf.Tensor, pos: tf.Tensor, width: int) -> tf.Tensor:
-    """The unsigned little-endian integer of `width` bytes at `pos`, as int64."""
-    raw = tf.io.decode_raw(tf.strings.substr(contents, pos, width), tf.uint8)
-    raw = tf.cast(raw, tf.int64)
-    weights = tf.constant([256**i for i in range(width)], tf.int64)
-    # A short read (past the end) gives fewer bytes: pad so the shape holds.
-    raw = tf.pad(raw, [[0, width - tf.shape(raw)[0]]])
-    return tf.reduce_sum(raw * weights)
+def _u16_fields(contents: tf.Tensor, pos: tf.Tensor, nbytes: int) -> tf.Tensor:
+    """The `nbytes` bytes at `pos` as little-endian uint16 words, int64 `[nbytes // 2]`.
 
-
-def _fail_unless(condition: tf.Tensor, source: tf.Tensor, message) -> tf.Operation:
-    """An assert op whose error reads `SOURCE: message`."""
-    return tf.debugging.Assert(
-        condition, [tf.strings.join([source, ": ", message])], summarize=1
-    )
+    Reads past the end come back as zeros, so the shape always holds.
+    """
+    raw = tf.strings.substr(contents, pos, nbytes)
+    raw = tf.strings.substr(tf.strings.join([raw, b"\0" * nbytes]), 0, nbytes)
+    return tf.cast(tf.io.decode_raw(raw, tf.uint16), tf.int64)
 
 
 def _find_chunks(contents: tf.Tensor, length: tf.Tensor):
@@ -69,7 +63,8 @@ def _find_chunks(contents: tf.Tensor, length: tf.Tensor):
 
     def next_chunk(pos, fmt_pos, fmt_size, data_pos, data_size):
         chunk_id = tf.strings.substr(contents, pos, 4)
-        size = _little_endian(contents, pos + 4, 4)
+        words = _u16_fields(contents, pos + 4, 4)
+        size = words[0] + words[1] * 65536
         is_fmt = tf.logical_and(tf.equal(chunk_id, "fmt "), fmt_pos < 0)
         is_data = tf.equal(chunk_id, "data")
         fmt_pos = tf.where(is_fmt, pos + 8, fmt_pos)
@@ -84,79 +79,80 @@ def _find_chunks(contents: tf.Tensor, length: tf.Tensor):
     return fmt_pos, fmt_size, data_pos, data_size
 
 
+def _read_header(contents: tf.Tensor, length: tf.Tensor):
+    """Header values of WAV bytes and the `(ok, message_fn)` checks they must pass.
+
+    Nothing here can fail: garbage bytes walk harmlessly because every read
+    is clamped to the input. The caller decides how the checks are enforced.
+    """
+    head = tf.strings.substr(contents, 0, 12)
+    is_riff = tf.logical_and(
+        tf.equal(tf.strings.substr(head, 0, 4), "RIFF"),
+        # (clamped: substr fails past the end of a short input)
+        tf.equal(tf.strings.substr(head, tf.minimum(tf.strings.length(head), 8), 4), "WAVE"),
+    )
+    fmt_pos, fmt_size, data_pos, data_size = _find_chunks(contents, length)
+    fmt = _u16_fields(contents, tf.clip_by_value(fmt_pos, 0, length), 40)
+    format_tag, channels, block_align, bits = fmt[0], fmt[1], fmt[6], fmt[7]
+    sample_rate = fmt[2] + fmt[3] * 65536
+    is_extensible = tf.equal(format_tag, WAVE_FORMAT_EXTENSIBLE)
+    format_tag = tf.where(is_extensible, fmt[12], format_tag)
+    encoding = _encoding_index(format_tag, bits)
+    available = length - data_pos
+
+    def text(template, *values):
+        return lambda: tf.strings.format(template, values) if values else tf.constant(template)
+
+    checks = [
+        (is_riff, text("not a RIFF/WAVE file (the first 12 bytes lack 'RIFF' and 'WAVE')")),
+        (data_pos >= 0, text("no 'data' chunk found in {} bytes (truncated or not audio)", length)),
+        (fmt_pos >= 0, text("no 'fmt ' chunk before the 'data' chunk")),
+        (fmt_size >= 16, text("'fmt ' chunk of {} bytes is too short (need 16)", fmt_size)),
+        (fmt_pos + fmt_size <= length, text("truncated 'fmt ' chunk")),
+        (tf.logical_or(tf.logical_not(is_extensible), fmt_size >= 40),
+         text("EXTENSIBLE 'fmt ' chunk of {} bytes (need 40)", fmt_size)),
+        (encoding >= 0, text("unsupported encoding (format tag {}, {}-bit); supported are PCM "
+                             "16/24/32-bit and IEEE float 32-bit", format_tag, bits)),
+        (tf.logical_and(channels > 0, tf.equal(block_align, channels * bits // 8)),
+         text("inconsistent header ({} channels, block align {}, {} bits)",
+              channels, block_align, bits)),
+        (sample_rate > 0, text("sample rate of 0 Hz")),
+        (data_size >= tf.maximum(block_align, 1), text("empty 'data' chunk (no audio samples)")),
+        (data_size <= available, text(
+            "truncated file: 'data' chunk declares {} bytes but only {} follow",
+            data_size, available)),
+    ]
+    values = {
+        "format_tag": format_tag,
+        "channels": channels,
+        "sample_rate": tf.cast(sample_rate, tf.int32),
+        "bits_per_sample": bits,
+        "block_align": block_align,
+        "data_offset": data_pos,
+        "data_bytes": data_size - data_size % tf.maximum(block_align, 1),
+        "encoding": encoding,
+    }
+    return values, checks
+
+
 def parse_wav_header(contents: tf.Tensor, source: Optional[tf.Tensor] = None) -> dict:
     """Reads the header of WAV bytes; returns scalar tensors describing the data.
 
     Keys: `format_tag` (the effective format, the subformat for EXTENSIBLE),
     `channels`, `sample_rate`, `bits_per_sample`, `block_align`,
-    `data_offset`, `data_bytes` (whole frames only). Every check runs before
-    the values are used, failing with a readable `InvalidArgumentError`.
+    `data_offset`, `data_bytes` (whole frames only), `encoding` (the index of
+    a supported encoding). A header failing a check raises a readable
+    `InvalidArgumentError`.
     """
     contents = tf.convert_to_tensor(contents, tf.string)
-    source = tf.constant("WAV bytes") if source is None else tf.convert_to_tensor(source, tf.string)
-    length = tf.cast(tf.strings.length(contents), tf.int64)
+    source = _as_source(source)
+    values, checks = _read_header(contents, tf.cast(tf.strings.length(contents), tf.int64))
+    with tf.control_dependencies([check(source, checks)]):
+        return {key: tf.identity(value) for key, value in values.items()}
 
-    is_riff = tf.logical_and(
-        tf.equal(tf.strings.substr(contents, 0, 4), "RIFF"),
-        # (position clamped: substr fails past the end of a short input)
-        tf.equal(tf.strings.substr(contents, tf.minimum(length, 8), 4), "WAVE"),
-    )
-    riff_ok = _fail_unless(
-        tf.logical_and(length >= 12, is_riff), source,
-        "not a RIFF/WAVE file (the first 12 bytes lack 'RIFF' and 'WAVE')",
-    )
-    with tf.control_dependencies([riff_ok]):
-        fmt_pos, fmt_size, data_pos, data_size = _find_chunks(contents, length)
-    chunks_ok = [
-        _fail_unless(data_pos >= 0, source, tf.strings.format(
-            "no 'data' chunk found in {} bytes (truncated or not audio)", length)),
-        _fail_unless(fmt_pos >= 0, source, "no 'fmt ' chunk before the 'data' chunk"),
-        _fail_unless(fmt_size >= 16, source, tf.strings.format(
-            "'fmt ' chunk of {} bytes is too short (need 16)", fmt_size)),
-        _fail_unless(fmt_pos + fmt_size <= length, source, "truncated 'fmt ' chunk"),
-    ]
-    with tf.control_dependencies(chunks_ok):
-        fmt_pos = tf.identity(fmt_pos)
-        format_tag = _little_endian(contents, fmt_pos, 2)
-        channels = _little_endian(contents, fmt_pos + 2, 2)
-        sample_rate = _little_endian(contents, fmt_pos + 4, 4)
-        block_align = _little_endian(contents, fmt_pos + 12, 2)
-        bits = _little_endian(contents, fmt_pos + 14, 2)
-        is_extensible = tf.equal(format_tag, WAVE_FORMAT_EXTENSIBLE)
-        subformat = _little_endian(contents, fmt_pos + 24, 2)
-        format_tag = tf.where(is_extensible, subformat, format_tag)
 
-    encoding = _encoding_index(format_tag, bits)
-    available = length - data_pos
-    header_ok = [
-        _fail_unless(tf.logical_or(tf.logical_not(is_extensible), fmt_size >= 40), source,
-                     tf.strings.format("EXTENSIBLE 'fmt ' chunk of {} bytes (need 40)", fmt_size)),
-        _fail_unless(encoding >= 0, source, tf.strings.format(
-            "unsupported encoding (format tag {}, {}-bit); supported are PCM 16/24/32-bit "
-            "and IEEE float 32-bit", (format_tag, bits))),
-        _fail_unless(tf.logical_and(channels > 0, tf.equal(block_align, channels * bits // 8)),
-                     source, tf.strings.format(
-                         "inconsistent header ({} channels, block align {}, {} bits)",
-                         (channels, block_align, bits))),
-        _fail_unless(sample_rate > 0, source, "sample rate of 0 Hz"),
-        _fail_unless(data_size >= tf.maximum(block_align, 1), source,
-                     "empty 'data' chunk (no audio samples)"),
-        _fail_unless(data_size <= available, source, tf.strings.format(
-            "truncated file: 'data' chunk declares {} bytes but only {} follow",
-            (data_size, available))),
-    ]
-    with tf.control_dependencies(header_ok):
-        data_bytes = data_size - data_size % tf.maximum(block_align, 1)
-        return {
-            "format_tag": tf.identity(format_tag),
-            "channels": tf.identity(channels),
-            "sample_rate": tf.cast(sample_rate, tf.int32),
-            "bits_per_sample": tf.identity(bits),
-            "block_align": tf.identity(block_align),
-            "data_offset": tf.identity(data_pos),
-            "data_bytes": data_bytes,
-            "encoding": tf.identity(encoding),
-        }
+def _as_source(source) -> tf.Tensor:
+    return tf.constant("WAV bytes") if source is None else tf.convert_to_tensor(source, tf.string)
 
 
 def _encoding_index(format_tag: tf.Tensor, bits: tf.Tensor) -> tf.Tensor:
@@ -175,19 +171,106 @@ def _int24_to_int32(raw_bytes: tf.Tensor) -> tf.Tensor:
     return tf.where(value >= 2**23, value - 2**24, value)
 
 
-def _select_channel(frames: tf.Tensor, channel: Channel, num_channels, source) -> tf.Tensor:
-    """`[frames, channels]` samples narrowed to `channel` (before any cast)."""
-    if channel is None:
-        return frames
-    if channel == "mean":
-        return frames
-    check = _fail_unless(
-        tf.cast(channel, tf.int64) < num_channels, source,
-        tf.strings.format("channel {} requested but the file has {} channel(s)",
-                          (channel, num_channels)),
-    )
-    with tf.control_dependencies([check]):
-        return frames[:, channel:channel + 1]
+def _first_failure_message(checks) -> tf.Tensor:
+    """The message of the first failing check."""
+    message = tf.constant("")
+    for ok, message_fn in reversed(checks):
+        message = tf.where(ok, message, message_fn())
+    return message
+
+
+def check(source: tf.Tensor, checks) -> tf.Tensor:
+    """Fails with the message of the first failing check; a bool tensor to depend on.
+
+    `checks` is a list of `(ok, message_fn)`: `ok` a bool tensor, `message_fn`
+    building the error text. Messages are built only on the failure branch,
+    so passing checks cost one conditional, not string formatting.
+    """
+    all_ok = tf.reduce_all(tf.stack([ok for ok, _ in checks]))
+
+    def fail():
+        _raise(source, _first_failure_message(checks))
+        return tf.constant(False)
+
+    return tf.cond(all_ok, lambda: tf.constant(True), fail)
+
+
+def _raise(source: tf.Tensor, message: tf.Tensor) -> tf.Operation:
+    return tf.debugging.Assert(False, [tf.strings.join([source, ": ", message])], summarize=1)
+
+
+# Sample decoders, one per way the data chunk is laid out; index = branch.
+DECODERS = ("pcm16_in_place", "pcm16", "pcm24", "pcm32", "float32")
+
+
+def decoder_name(format_tag: int, bits_per_sample: int, data_offset: int) -> str:
+    """The `DECODERS` entry for a header known on the host (see `wavfile.read_wav_header`)."""
+    index = _ENCODINGS.index((format_tag, bits_per_sample))
+    if index == 0 and data_offset % 2 == 0:
+        return "pcm16_in_place"
+    return DECODERS[index + 1]
+
+
+def _check_channel(channel: Channel) -> None:
+    if channel is not None and channel != "mean" and (not isinstance(channel, int) or channel < 0):
+        raise ValueError(f"channel must be None, a non-negative int or 'mean', got {channel!r}.")
+
+
+def decode_samples(
+    contents: tf.Tensor,
+    data_offset: tf.Tensor,
+    data_bytes: tf.Tensor,
+    num_channels: tf.Tensor,
+    decoder: str,
+    channel: Channel = None,
+) -> tf.Tensor:
+    """The samples of a data chunk whose place and encoding are already known.
+
+    Args:
+        contents: scalar `tf.string`, the whole file.
+        data_offset, data_bytes: where the data chunk's whole frames lie.
+        num_channels: channels in the file.
+        decoder: a `DECODERS` entry (a Python string: the graph has no branch).
+        channel: as in `decode_wav`.
+
+    Returns:
+        float32 `[frames, channels]`, or `[frames, 1]` when a channel is chosen.
+    """
+    _check_channel(channel)
+    width = tf.cast(num_channels, tf.int32)
+    offset = tf.cast(data_offset, tf.int32)
+    size = tf.cast(data_bytes, tf.int32)
+
+    def pick(samples, scale, start=0, end=None):
+        """Samples `[start:end]` of a flat interleaved vector as `[frames, channels]` floats."""
+        end = tf.shape(samples)[0] if end is None else end
+        if isinstance(channel, int):
+            # One channel is a strided 1-D slice of the raw integers, taken
+            # before the cast (a 2-D column slice costs several times more).
+            frames = tf.strided_slice(samples, [start + channel], [end], [width])[:, tf.newaxis]
+        else:
+            frames = tf.reshape(samples[start:end], tf.stack([-1, width]))
+        audio = tf.cast(frames, tf.float32) * scale
+        if channel == "mean":
+            audio = tf.reduce_mean(audio, axis=1, keepdims=True)
+        return audio
+
+    if decoder == "pcm16_in_place":
+        # The common case (16-bit data at an even offset): view the whole
+        # file as int16 and slice it, saving a copy of the data chunk.
+        length = tf.strings.length(contents)
+        whole = tf.io.decode_raw(contents, tf.int16, fixed_length=length // 2 * 2)
+        return pick(whole, 1.0 / 2**15, offset // 2, (offset + size) // 2)
+    data = tf.strings.substr(contents, offset, size)
+    if decoder == "pcm16":
+        return pick(tf.io.decode_raw(data, tf.int16), 1.0 / 2**15)
+    if decoder == "pcm24":
+        return pick(_int24_to_int32(data), 1.0 / 2**23)
+    if decoder == "pcm32":
+        return pick(tf.io.decode_raw(data, tf.int32), 1.0 / 2**31)
+    if decoder == "float32":
+        return pick(tf.io.decode_raw(data, tf.float32), 1.0)
+    raise ValueError(f"Unknown decoder {decoder!r}; expected one of {DECODERS}.")
 
 
 def decode_wav(
@@ -210,38 +293,33 @@ def decode_wav(
         `audio`: float32 `[frames, channels]` (`[frames, 1]` when a channel
         is chosen), scaled like `tf.audio.decode_wav`; `sample_rate`: int32.
     """
-    if channel is not None and channel != "mean" and (not isinstance(channel, int) or channel < 0):
-        raise ValueError(f"channel must be None, a non-negative int or 'mean', got {channel!r}.")
+    _check_channel(channel)
     contents = tf.convert_to_tensor(contents, tf.string)
-    source = tf.constant("WAV bytes") if source is None else tf.convert_to_tensor(source, tf.string)
-    header = parse_wav_header(contents, source)
+    source = _as_source(source)
+    header, checks = _read_header(contents, tf.cast(tf.strings.length(contents), tf.int64))
     offset, size = header["data_offset"], header["data_bytes"]
     num_channels = header["channels"]
+    if isinstance(channel, int):
+        checks.append((
+            tf.constant(channel, tf.int64) < num_channels,
+            lambda: tf.strings.format("channel {} requested but the file has {} channel(s)",
+                                      (channel, num_channels)),
+        ))
 
-    def data():
-        return tf.strings.substr(contents, offset, size)
+    def fail():
+        with tf.control_dependencies([_raise(source, _first_failure_message(checks))]):
+            width = 1 if channel is not None else tf.cast(num_channels, tf.int32)
+            return tf.zeros(tf.stack([0, width]), tf.float32)
 
-    def pick(samples, scale):
-        frames = tf.reshape(samples, tf.stack([-1, tf.cast(num_channels, tf.int32)]))
-        frames = _select_channel(frames, channel, num_channels, source)
-        return tf.cast(frames, tf.float32) * scale
-
-    def pcm16_in_place():
-        # The common case (16-bit data at an even offset): view the whole
-        # file as int16 and slice, saving a copy of the data chunk.
-        whole = tf.io.decode_raw(contents, tf.int16, fixed_length=tf.strings.length(contents) // 2 * 2)
-        return pick(whole[offset // 2:(offset + size) // 2], 1.0 / 2**15)
-
+    # One conditional both enforces the checks and picks the decoder: the
+    # last branch, taken when any check fails, raises the error.
     branches = [
-        pcm16_in_place,
-        lambda: pick(tf.io.decode_raw(data(), tf.int16), 1.0 / 2**15),
-        lambda: pick(_int24_to_int32(data()), 1.0 / 2**23),
-        lambda: pick(tf.io.decode_raw(data(), tf.int32), 1.0 / 2**31),
-        lambda: pick(tf.io.decode_raw(data(), tf.float32), 1.0),
-    ]
+        functools.partial(decode_samples, contents, offset, size, num_channels, name, channel)
+        for name in DECODERS
+    ] + [fail]
     in_place = tf.logical_and(tf.equal(header["encoding"], 0), tf.equal(offset % 2, 0))
-    audio = tf.switch_case(tf.where(in_place, 0, header["encoding"] + 1), branches)
-    if channel == "mean":
-        audio = tf.reduce_mean(audio, axis=1, keepdims=True)
+    all_ok = tf.reduce_all(tf.stack([ok for ok, _ in checks]))
+    branch = tf.where(in_place, 0, header["encoding"] + 1)
+    audio = tf.switch_case(tf.where(all_ok, branch, len(branches) - 1), branches)
     audio = tf.ensure_shape(audio, [None, None if channel is None else 1])
     return audio, header["sample_rate"]

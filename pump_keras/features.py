@@ -46,7 +46,7 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from pump_keras.audio import decode_wav
+from pump_keras.audio import check, decode_wav
 from pump_keras.config import FeatureConfig
 
 AMPLITUDE_FLOOR = 1e-5  # floor of |X| before 20*log10 (-100 dB)
@@ -159,7 +159,8 @@ def to_backbone_channels(images: tf.Tensor, config: FeatureConfig) -> tf.Tensor:
     """Repeats the single feature plane to `config.image_channels` channels."""
     if config.image_channels == 1:
         return images
-    return tf.repeat(images, config.image_channels, axis=-1)
+    shape = tf.concat([tf.shape(images)[:-1], [config.image_channels]], axis=0)
+    return tf.broadcast_to(images, shape)  # faster than tf.repeat or tf.tile
 
 
 def waveform_to_image(waveform: tf.Tensor, config: FeatureConfig) -> tf.Tensor:
@@ -173,13 +174,12 @@ def wav_bytes_to_waveform(
     """Decodes WAV bytes to the 1-D waveform of `config.channel`, checking the rate."""
     source = tf.constant("WAV bytes") if source is None else tf.convert_to_tensor(source, tf.string)
     audio, sample_rate = decode_wav(contents, channel=config.channel, source=source)
-    rate_ok = tf.debugging.Assert(
+    rate_ok = check(source, [(
         tf.equal(sample_rate, config.sample_rate),
-        [tf.strings.join([source, tf.strings.format(
-            ": sample rate {} Hz, but the features expect {} Hz (resample the data or set "
-            "FeatureConfig.sample_rate)", (sample_rate, config.sample_rate))])],
-        summarize=1,
-    )
+        lambda: tf.strings.format(
+            "sample rate {} Hz, but the features expect {} Hz (resample the data or set "
+            "FeatureConfig.sample_rate)", (sample_rate, config.sample_rate)),
+    )])
     with tf.control_dependencies([rate_ok]):
         return tf.identity(audio[:, 0])
 
