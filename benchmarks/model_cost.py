@@ -1,0 +1,105 @@
+"""Cost of the improved-CBAM EfficientNetV2-S against Keras' EfficientNetV2S.
+
+Both models take the same input (224 x 224 x 3) and carry the same one-logit
+head. Printed side by side, measured in one run:
+
+* parameters;
+* FLOPs of one image's forward pass, counted by TensorFlow's profiler on the
+  traced graph (a multiply-add counts as two);
+* CPU train-step time (SGD, BCE from logits) and inference time at batch 16,
+  the two models alternating step by step so machine noise hits both alike;
+  medians.
+
+Last line: `train_step_time_ratio=X.XX` (ours over Keras'). Targets: at most
+1.10, and a FLOPs ratio of at most 1.02.
+
+    python benchmarks/model_cost.py [--image-size 224] [--batch 16] [--steps 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from pump_keras.models import build  # noqa: E402
+
+
+def count_flops(model: keras.Model, image_size: int) -> int:
+    """FLOPs of one forward pass, from the profiler over the traced graph."""
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    spec = tf.TensorSpec([1, image_size, image_size, 3], tf.float32)
+    concrete = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
+    frozen = convert_variables_to_constants_v2(concrete)
+    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    options["output"] = "none"
+    profile = tf.compat.v1.profiler.profile(graph=frozen.graph, options=options)
+    return int(profile.total_float_ops)
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per model and kind")
+    parser.add_argument("--reduction", type=int, default=16)
+    args = parser.parse_args(argv)
+
+    shape = (args.image_size, args.image_size, 3)
+    keras.utils.set_random_seed(0)
+    models = {
+        "improved_cbam": build("efficientnetv2_s", attention="improved_cbam",
+                               reduction=args.reduction, input_shape=shape),
+        "keras_v2s": build("efficientnetv2s_keras", input_shape=shape),
+    }
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 1, (args.batch,) + shape).astype("float32")
+    labels = rng.integers(0, 2, (args.batch, 1)).astype("float32")
+    for model in models.values():
+        model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+                      loss=keras.losses.BinaryCrossentropy(from_logits=True))
+        model.train_on_batch(images, labels)  # trace and warm up
+        model.predict_on_batch(images)
+
+    params = {name: model.count_params() for name, model in models.items()}
+    flops = {name: count_flops(model, args.image_size) for name, model in models.items()}
+    train = {name: [] for name in models}
+    infer = {name: [] for name in models}
+    for _ in range(args.steps):
+        for name, model in models.items():
+            train[name].append(timed(lambda: model.train_on_batch(images, labels)))
+            infer[name].append(timed(lambda: model.predict_on_batch(images)))
+
+    print(f"input {shape}, batch {args.batch}, {os.cpu_count()} CPU cores, "
+          f"median of {args.steps} alternating steps")
+    print(f"{'':16s}{'params':>14s}{'GFLOPs/img':>12s}{'train s/step':>14s}{'infer s/batch':>15s}")
+    for name in models:
+        print(f"{name:16s}{params[name]:>14,d}{flops[name] / 1e9:>12.3f}"
+              f"{statistics.median(train[name]):>14.3f}{statistics.median(infer[name]):>15.3f}")
+    ours, theirs = "improved_cbam", "keras_v2s"
+    print(f"params_ratio={params[ours] / params[theirs]:.3f}")
+    print(f"flops_ratio={flops[ours] / flops[theirs]:.3f}")
+    print(f"inference_time_ratio={statistics.median(infer[ours]) / statistics.median(infer[theirs]):.2f}")
+    print(f"train_step_time_ratio={statistics.median(train[ours]) / statistics.median(train[theirs]):.2f}")
+
+
+if __name__ == "__main__":
+    main()

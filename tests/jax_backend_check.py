@@ -1,0 +1,152 @@
+"""Every registered model under the JAX backend, and no TensorFlow on that path.
+
+Usage: `python tests/jax_backend_check.py [NAME ...]` (KERAS_BACKEND defaults
+to jax here). Builds each registry entry named (default: all) at the small
+test size, runs a forward pass, one SGD training step and a `.keras`
+save/load round trip, and prints one line per model and a summary. Exits
+with status 1 if a model fails or a pump_keras module imports TensorFlow. An
+import of TensorFlow by Keras itself is reported, not failed: Keras'
+`.keras` serialisation checks for `tf.TensorShape` whenever TensorFlow is
+installed.
+
+Forward passes use the jit-compiled `predict_on_batch` (inference mode), as
+eager JAX compiles every operation separately; XLA's CPU optimisation level
+is lowered (override with XLA_FLAGS) because compiling dominates these
+one-step runs (about 40% less time).
+"""
+
+import argparse
+import importlib.abc
+import inspect
+import os
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+# The registry test (tests/test_model_registry.py) uses these too.
+# 64 px: at 32 px the deepest maps are 1x1, and batch norm over 2 values per channel
+# makes one SGD step explode (NaN logits) in the EfficientNets and ResNet50.
+SMALL_INPUT_SHAPE = (64, 64, 3)
+# Applied only where the builder's signature accepts them.
+CHEAP_OPTIONS = {"width_multiplier": 0.25, "depth_multiplier": 0.25}
+# Entries that need more than the defaults above at test time.
+ENTRY_OPTIONS = {}
+
+
+def small_options(name, builder):
+    """Options building entry `name` small and cheap: input size, then cheap scalings."""
+    parameters = inspect.signature(builder).parameters
+    options = {"input_shape": SMALL_INPUT_SHAPE}
+    options.update({key: value for key, value in CHEAP_OPTIONS.items() if key in parameters})
+    options.update(ENTRY_OPTIONS.get(name, {}))
+    return options
+
+
+class TensorFlowImportWatch(importlib.abc.MetaPathFinder):
+    """Records the stack of the first import of `tensorflow`; imports nothing itself."""
+
+    def __init__(self):
+        self.stack = None
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname == "tensorflow" and self.stack is None:
+            self.stack = traceback.extract_stack()[:-1]
+        return None
+
+    def importer(self):
+        """Where the recorded import came from, and whether a pump_keras module made it."""
+        frames = [f for f in self.stack
+                  if "importlib" not in f.filename and not f.filename.endswith("module_utils.py")]
+        ours = [f for f in frames if f"{os.sep}pump_keras{os.sep}" in f.filename]
+        outer = [f for f in frames if f.filename == __file__][-1]
+        inner = (ours or frames)[-1]
+        return (f"{os.path.basename(outer.filename)}:{outer.lineno} `{outer.line}` -> "
+                f"{inner.filename}:{inner.lineno} `{inner.line}`", bool(ours))
+
+
+def check_model(name, build, builder, workdir):
+    """Forward, one train step and a .keras round trip for entry `name`; returns a report line."""
+    import keras
+    import numpy as np
+
+    started = time.perf_counter()
+    options = small_options(name, builder)
+    model = build(name, **options)
+    images = np.random.default_rng(0).random((2, *options["input_shape"]), dtype=np.float32)
+    logits = model.predict_on_batch(images)
+    assert logits.shape == (2, 1) and logits.dtype == np.float32, (logits.shape, logits.dtype)
+
+    before = [keras.ops.convert_to_numpy(w) for w in model.trainable_weights]
+    model.compile(optimizer=keras.optimizers.SGD(0.01),
+                  loss=keras.losses.BinaryCrossentropy(from_logits=True))
+    loss = float(model.train_on_batch(images, np.array([[0.0], [1.0]], dtype=np.float32)))
+    assert np.isfinite(loss), loss
+    after = [keras.ops.convert_to_numpy(w) for w in model.trainable_weights]
+    assert any(not np.array_equal(a, b) for a, b in zip(before, after)), "no weight changed"
+    trained_logits = model.predict_on_batch(images)
+    assert np.all(np.isfinite(trained_logits)), trained_logits
+    tensorflow_before_save = "tensorflow" in sys.modules
+
+    path = os.path.join(workdir, f"{name}.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    difference = float(np.max(np.abs(restored.predict_on_batch(images) - trained_logits)))
+    assert difference <= 1e-6, f"round trip differs by {difference}"
+    return (f"{name:24s} ok  params={model.count_params():>10,d}  loss={loss:.4f}  "
+            f"round-trip max|diff|={difference:.1e}  "
+            f"tensorflow loaded before save: {tensorflow_before_save}  "
+            f"{time.perf_counter() - started:.1f}s")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", help="registry entries to check (default: all)")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault(
+        "XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true")
+    watch = TensorFlowImportWatch()
+    sys.meta_path.insert(0, watch)
+    import keras
+
+    if keras.backend.backend() != "jax":
+        print(f"Keras backend is {keras.backend.backend()!r}; run with KERAS_BACKEND=jax.")
+        return 1
+    from pump_keras.models import available_models, build, registry
+
+    print("after importing pump_keras.models: tensorflow in sys.modules: "
+          f"{'tensorflow' in sys.modules}", flush=True)
+    unknown = sorted(set(args.names) - set(available_models()))
+    if unknown:
+        print(f"Unknown models {unknown}; available: {', '.join(available_models())}.")
+        return 1
+    names = args.names or available_models()
+    failures = []
+    with tempfile.TemporaryDirectory() as workdir:
+        for name in names:
+            try:
+                print(check_model(name, build, registry._BUILDERS[name], workdir), flush=True)
+            except Exception as error:  # report every model, then fail
+                failures.append(name)
+                print(f"{name:24s} FAILED  {type(error).__name__}: {error}", flush=True)
+
+    tensorflow_loaded = "tensorflow" in sys.modules
+    imported_by_us = False
+    if watch.stack is not None:
+        where, imported_by_us = watch.importer()
+        print(f"tensorflow first imported from {where}")
+    print(f"JAX backend: {len(names) - len(failures)}/{len(names)} models ok"
+          + (f"; failed: {', '.join(failures)}" if failures else "")
+          + f"; tensorflow in sys.modules: {tensorflow_loaded}"
+          + ("; imported by a pump_keras module" if imported_by_us else ""))
+    return 1 if failures or imported_by_us else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

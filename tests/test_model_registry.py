@@ -1,0 +1,145 @@
+"""Every registered model: forward, one training step, `.keras` round trip (timm-style).
+
+A model is covered the moment it is registered. Builders are called at a small
+input size, with cheap width/depth options where they accept them (the table
+of test options is shared with `tests/jax_backend_check.py`). The one
+training step runs eagerly: tracing it into a graph costs 5-10 times the step
+itself on a small CPU (30 s for EfficientNetB7), and the functional build has
+already traced every layer symbolically. `test_registry_under_jax_backend`
+reruns the check under JAX (jit-compiled step) in a subprocess. The zoo's own
+pieces (patch unfold/fold, caffe preprocessing, MobileViT sizes, option
+checks) have short tests at the end.
+"""
+
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from pump_keras.models import available_models, build, registry, zoo
+from tests import jax_backend_check
+from tests.conftest import REPO_ROOT
+
+# Left out of the JAX run: Keras-application variants taking the same zoo code path as
+# efficientnet_b0 (20-90 s of jit compiling each); `tests/jax_backend_check.py` checks all.
+JAX_REDUNDANT = {f"efficientnet_b{i}" for i in range(1, 8)} | {"efficientnetv2s_keras"}
+
+
+def small_options(name):
+    """Small, cheap build options for entry `name` (the table lives in jax_backend_check)."""
+    return jax_backend_check.small_options(name, registry._BUILDERS[name])
+
+
+def weights_of(model):
+    return [keras.ops.convert_to_numpy(w) for w in model.trainable_weights]
+
+
+@pytest.mark.parametrize("name", available_models())
+def test_forward_train_step_and_keras_round_trip(name, tmp_path):
+    keras.utils.set_random_seed(0)
+    options = small_options(name)
+    model = build(name, **options)
+    assert model.name.startswith(name)
+    images = np.random.default_rng(0).random((2, *options["input_shape"]), dtype=np.float32)
+
+    logits = model(images, training=False)
+    assert tuple(logits.shape) == (2, 1)
+    assert keras.backend.standardize_dtype(logits.dtype) == "float32"
+
+    before = weights_of(model)
+    model.compile(optimizer=keras.optimizers.SGD(0.01),
+                  loss=keras.losses.BinaryCrossentropy(from_logits=True), run_eagerly=True)
+    loss = model.train_on_batch(images, np.array([[0.0], [1.0]], dtype=np.float32))
+    assert np.isfinite(loss)
+    assert any(not np.array_equal(a, b) for a, b in zip(before, weights_of(model)))
+
+    trained_logits = keras.ops.convert_to_numpy(model(images, training=False))
+    assert np.all(np.isfinite(trained_logits))
+
+    path = tmp_path / f"{name}.keras"
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(restored(images, training=False)), trained_logits, atol=1e-6)
+
+
+def test_unknown_model_names_the_available_ones():
+    with pytest.raises(ValueError, match="nope") as raised:
+        build("nope")
+    for name in available_models():
+        assert name in str(raised.value)
+
+
+def test_registry_under_jax_backend():
+    names = [name for name in available_models() if name not in JAX_REDUNDANT]
+    result = subprocess.run([sys.executable, jax_backend_check.__file__, *names], cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=900,
+                            env={**os.environ, "KERAS_BACKEND": "jax"})
+    print(result.stdout)
+    assert result.returncode == 0, result.stdout + result.stderr[-4000:]
+
+
+# ---------------------------------------------------------------- zoo pieces
+
+
+def test_patch_unfold_then_fold_is_identity():
+    features = np.random.default_rng(1).random((2, 6, 4, 5), dtype=np.float32)
+    sequences = zoo.PatchUnfold(2)(features)
+    assert tuple(sequences.shape) == (2 * 4, 3 * 2, 5)
+    # Sequence (b, i, j) holds pixel (i, j) of every patch of image b.
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(sequences)[4 + 1, 0], features[1, 0, 1])
+    folded = zoo.PatchFold(6, 4, 2)(sequences)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(folded), features)
+
+
+def test_patch_fold_restores_sizes_not_divisible_by_the_patch():
+    features = np.random.default_rng(2).random((1, 7, 5, 3), dtype=np.float32)
+    sequences = zoo.PatchUnfold(2)(features)
+    assert tuple(sequences.shape) == (4, 4 * 3, 3)
+    assert tuple(zoo.PatchFold(7, 5, 2)(sequences).shape) == (1, 7, 5, 3)
+
+
+def test_caffe_preprocessing_matches_keras_resnet50_preprocess_input():
+    images = np.random.default_rng(3).random((2, 4, 4, 3), dtype=np.float32)
+    expected = keras.applications.resnet50.preprocess_input(images * 255.0)
+    actual = zoo.ImageNetCaffePreprocessing()(images)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(actual),
+                               keras.ops.convert_to_numpy(expected), atol=1e-4)
+
+
+@pytest.mark.parametrize("variant, millions", [("xxs", 1.3), ("xs", 2.3), ("s", 5.6)])
+def test_mobilevit_sizes_match_the_paper(variant, millions):
+    # The paper counts a 1000-class head; ours has one logit.
+    model = build("mobilevit", variant=variant, input_shape=(64, 64, 3), dropout_rate=0.0)
+    head_filters = zoo.MOBILEVIT_VARIANTS[variant].head_filters
+    imagenet_count = model.count_params() - (head_filters + 1) + (head_filters + 1) * 1000
+    assert imagenet_count / 1e6 == pytest.approx(millions, abs=0.05)
+
+
+@pytest.mark.parametrize("name, options, message", [
+    ("efficientnet_b0", {"input_shape": (16, 16, 3)}, "input_shape"),
+    ("efficientnet_b0", {"input_shape": (64, 64, 1)}, "input_shape"),
+    ("efficientnet_b3", {"dropout_rate": 1.5}, "dropout_rate"),
+    ("resnet50", {"weights": "imagenet"}, "weights"),
+    ("mobilevit", {"variant": "xl"}, "variant"),
+    ("mobilevit", {"input_shape": (48, 48, 3)}, "divisible by 32"),
+    ("mobilevit", {"num_heads": 7}, "num_heads"),
+    ("plain_cnn", {"filters": ()}, "filters"),
+])
+def test_builders_reject_bad_options(name, options, message):
+    with pytest.raises(ValueError, match=message):
+        build(name, **options)
+
+
+def test_efficientnet_weights_file_is_passed_to_keras_applications(tmp_path):
+    source = keras.applications.EfficientNetB0(include_top=False, weights=None, pooling="avg",
+                                               input_shape=(64, 64, 3))
+    path = tmp_path / "efficientnetb0_notop.weights.h5"
+    source.save_weights(path)
+    model = build("efficientnet_b0", input_shape=(64, 64, 3), weights=str(path))
+    loaded = model.get_layer("efficientnetb0").get_weights()
+    for expected, actual in zip(source.get_weights(), loaded, strict=True):
+        np.testing.assert_array_equal(actual, expected)
