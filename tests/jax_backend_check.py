@@ -131,7 +131,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as workdir:
         for name in names:
             try:
-                print(check_model(name, build, registry._BUILDERS[name], workdir), flush=True)
+                print(check_model(name, build, registry.builder(name), workdir), flush=True)
             except Exception as error:  # report every model, then fail
                 failures.append(name)
                 print(f"{name:24s} FAILED  {type(error).__name__}: {error}", flush=True)

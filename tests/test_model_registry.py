@@ -30,7 +30,7 @@ JAX_REDUNDANT = {f"efficientnet_b{i}" for i in range(1, 8)} | {"efficientnetv2s_
 
 def small_options(name):
     """Small, cheap build options for entry `name` (the table lives in jax_backend_check)."""
-    return jax_backend_check.small_options(name, registry._BUILDERS[name])
+    return jax_backend_check.small_options(name, registry.builder(name))
 
 
 def weights_of(model):

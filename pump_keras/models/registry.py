@@ -32,12 +32,17 @@ def available_models() -> List[str]:
     return sorted(_BUILDERS)
 
 
-def build(name: str, **options) -> keras.Model:
-    """Builds the registered model `name` with keyword `options`."""
+def builder(name: str) -> Callable[..., keras.Model]:
+    """The builder registered as `name` (its signature lists the model's options)."""
     _load_builtin_models()
     if name not in _BUILDERS:
         raise ValueError(f"Unknown model {name!r}; available: {', '.join(sorted(_BUILDERS))}.")
-    return _BUILDERS[name](**options)
+    return _BUILDERS[name]
+
+
+def build(name: str, **options) -> keras.Model:
+    """Builds the registered model `name` with keyword `options`."""
+    return builder(name)(**options)
 
 
 def _load_builtin_models() -> None:
