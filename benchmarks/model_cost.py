@@ -7,13 +7,15 @@ head. Printed side by side, measured in one run:
 * FLOPs of one image's forward pass, counted by TensorFlow's profiler on the
   traced graph (a multiply-add counts as two);
 * CPU train-step time (SGD, BCE from logits) and inference time at batch 16,
-  the two models alternating step by step so machine noise hits both alike;
-  medians.
+  the two models alternating step by step so machine noise hits both alike,
+  after two warm-up steps each; per-model medians, and the ratios as the
+  median of the per-round ratios (each round times both models back to back,
+  which cancels the slow drifts of a shared machine).
 
 Last line: `train_step_time_ratio=X.XX` (ours over Keras'). Targets: at most
 1.10, and a FLOPs ratio of at most 1.02.
 
-    python benchmarks/model_cost.py [--image-size 224] [--batch 16] [--steps 3]
+    python benchmarks/model_cost.py [--image-size 224] [--batch 16] [--steps 6]
 """
 
 from __future__ import annotations
@@ -55,11 +57,16 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
+def paired_ratio(ours: list, theirs: list) -> float:
+    """Median over rounds of ours / theirs, each round's two times taken back to back."""
+    return statistics.median(a / b for a, b in zip(ours, theirs))
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per model and kind")
+    parser.add_argument("--steps", type=int, default=6, help="timed rounds (steps per model and kind)")
     parser.add_argument("--reduction", type=int, default=16)
     args = parser.parse_args(argv)
 
@@ -76,8 +83,9 @@ def main(argv=None) -> None:
     for model in models.values():
         model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
                       loss=keras.losses.BinaryCrossentropy(from_logits=True))
-        model.train_on_batch(images, labels)  # trace and warm up
-        model.predict_on_batch(images)
+        for _ in range(2):  # trace, then let allocations settle
+            model.train_on_batch(images, labels)
+            model.predict_on_batch(images)
 
     params = {name: model.count_params() for name, model in models.items()}
     flops = {name: count_flops(model, args.image_size) for name, model in models.items()}
@@ -88,6 +96,8 @@ def main(argv=None) -> None:
             train[name].append(timed(lambda: model.train_on_batch(images, labels)))
             infer[name].append(timed(lambda: model.predict_on_batch(images)))
 
+    for name in models:
+        print(f"{name:16s}train s/step by round: {' '.join(f'{t:.2f}' for t in train[name])}")
     print(f"input {shape}, batch {args.batch}, {os.cpu_count()} CPU cores, "
           f"median of {args.steps} alternating steps")
     print(f"{'':16s}{'params':>14s}{'GFLOPs/img':>12s}{'train s/step':>14s}{'infer s/batch':>15s}")
@@ -97,8 +107,8 @@ def main(argv=None) -> None:
     ours, theirs = "improved_cbam", "keras_v2s"
     print(f"params_ratio={params[ours] / params[theirs]:.3f}")
     print(f"flops_ratio={flops[ours] / flops[theirs]:.3f}")
-    print(f"inference_time_ratio={statistics.median(infer[ours]) / statistics.median(infer[theirs]):.2f}")
-    print(f"train_step_time_ratio={statistics.median(train[ours]) / statistics.median(train[theirs]):.2f}")
+    print(f"inference_time_ratio={paired_ratio(infer[ours], infer[theirs]):.2f}")
+    print(f"train_step_time_ratio={paired_ratio(train[ours], train[theirs]):.2f}")
 
 
 if __name__ == "__main__":

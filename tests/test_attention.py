@@ -200,6 +200,30 @@ def test_improved_cbam_is_channel_attention_then_simam(mapping):
     np.testing.assert_allclose(layer(x), expected, atol=ATOL)
 
 
+def unfused_improved_cbam(layer, x):
+    """The improved CBAM as plain ops (channel attention, then SimAM), for autodiff."""
+    return attention._simam(layer._channel_attention(x), layer.lambda_, "sigmoid")
+
+
+@pytest.mark.parametrize("shape", [SHAPE, (3, 1, 1, CHANNELS), (2, 7, 7, 4 * CHANNELS)])
+def test_improved_cbam_gradient_matches_autodiff(shape):
+    import tensorflow as tf
+
+    x = tf.constant(features(shape))
+    cotangent = tf.constant(features(shape, seed=3))
+    layer = built("improved_cbam", x)
+    gradients = []
+    for function in (layer, lambda inputs: unfused_improved_cbam(layer, inputs)):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(function(x) * cotangent)
+        gradients.append(tape.gradient(loss, [x, *layer.trainable_weights]))
+    for name, fused, reference in zip(["x"] + [w.name for w in layer.trainable_weights], *gradients):
+        scale = float(tf.reduce_max(tf.abs(reference)))
+        assert scale > 0, name
+        np.testing.assert_allclose(fused, reference, rtol=1e-4, atol=1e-5 * scale, err_msg=name)
+
+
 def test_simam_matches_authors_code():
     x = features()
     np.testing.assert_allclose(make("simam")(x), reference_simam(x.astype(np.float64)), atol=ATOL)

@@ -80,6 +80,7 @@ def test_registry_under_jax_backend():
                             env={**os.environ, "KERAS_BACKEND": "jax"})
     print(result.stdout)
     assert result.returncode == 0, result.stdout + result.stderr[-4000:]
+    assert "improved_cbam gradient against autodiff" in result.stdout
 
 
 # ---------------------------------------------------------------- zoo pieces
