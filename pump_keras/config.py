@@ -7,8 +7,8 @@ plain instances; nothing in the rest of the package hides its own constants.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
-from typing import Optional, Tuple, Union
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional, Tuple, Union
 
 FEATURE_KINDS = ("spectrogram", "mel", "log_frequency", "linear_frequency")
 
@@ -169,6 +169,9 @@ class SyntheticConfig:
         machine_ids: machine ids to write.
         sample_rate: sample rate of the written files.
         channels: microphones of the simulated array.
+        fault_boost_db: makes every fault this much stronger (added to the
+            dB severities; the clogging speed drop scaled by the same
+            amplitude factor). 0 keeps the default, often subtle faults.
     """
 
     clips_per_class: int = 10
@@ -178,6 +181,7 @@ class SyntheticConfig:
     machine_ids: Tuple[str, ...] = ("00", "02", "04", "06")
     sample_rate: int = 16000
     channels: int = 8
+    fault_boost_db: float = 0.0
 
     def __post_init__(self):
         if self.clips_per_class <= 0:
@@ -188,6 +192,162 @@ class SyntheticConfig:
             raise ValueError(f"channels must be positive, got {self.channels}.")
         self.snr_db = tuple(float(v) for v in self.snr_db)
         self.machine_ids = tuple(f"{int(v):02d}" for v in self.machine_ids)
+
+
+STRATEGIES = ("auto", "mirrored", "multiworker")
+MIXED_PRECISION = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+CLASS_BALANCE = ("weights", "none")
+
+
+@dataclass
+class ModelConfig:
+    """Which network to build (`pump_keras.models.build(name, ...)`).
+
+    The typed fields are the options of the paper's model; a builder receives
+    those its signature accepts (setting one it does not accept to a
+    non-default value is an error), and `options` passes anything else.
+    The input shape always comes from `FeatureConfig`.
+
+    Attributes:
+        name: model registry name (`pump_keras.models.available_models()`).
+        attention: attention registry name in the attention stages.
+        attention_placement: `"mbconv"` (stages 4-6, Table 3) or `"all"`.
+        reduction: channel reduction of CBAM-style attention MLPs.
+        width_multiplier, depth_multiplier: EfficientNet scaling.
+        dropout_rate: dropout before the logit.
+        drop_connect_rate: stochastic depth rate of the last block.
+        options: further builder keyword arguments.
+    """
+
+    name: str = "efficientnetv2_s"
+    attention: Optional[str] = "improved_cbam"
+    attention_placement: str = "mbconv"
+    reduction: int = 16
+    width_multiplier: float = 1.0
+    depth_multiplier: float = 1.0
+    dropout_rate: float = 0.2
+    drop_connect_rate: float = 0.2
+    options: Dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.reduction < 1:
+            raise ValueError(f"reduction must be >= 1, got {self.reduction}.")
+        for name in ("width_multiplier", "depth_multiplier"):
+            if not float(getattr(self, name)) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}.")
+        for name in ("dropout_rate", "drop_connect_rate"):
+            if not 0.0 <= float(getattr(self, name)) < 1.0:
+                raise ValueError(f"{name} must lie in [0, 1), got {getattr(self, name)!r}.")
+        self.options = dict(self.options or {})
+
+
+@dataclass
+class TrainConfig:
+    """The training recipe (paper section 3.2) and how it runs.
+
+    Attributes:
+        epochs: training epochs.
+        learning_rate: initial SGD learning rate.
+        final_learning_rate: the cosine schedule's floor (CosineDecay's
+            `alpha = final_learning_rate / learning_rate`).
+        momentum: SGD momentum.
+        weight_decay: SGD weight decay (Keras' decoupled form: each step
+            subtracts `lr * weight_decay * w`, which for SGD is L2 regularisation).
+        mixup_alpha: Beta(alpha, alpha) of MixUp on training batches; 0 turns
+            it off. 0.2, the value Zhang et al. recommend for ImageNet.
+        label_smoothing: BCE label smoothing.
+        class_balance: `"weights"` weighs each clip by `n / (2 n_class)` of its
+            class on the training split, so both classes carry equal loss and
+            every clip is still seen once per epoch (balanced sampling would
+            repeat the ~11 % abnormal clips eight times); `"none"` leaves it.
+        seed: seeds weights, shuffling, MixUp and dropout; a run is a
+            deterministic function of its config.
+        deterministic: ask TensorFlow for deterministic kernels (slower on GPU).
+        strategy: `"auto"` (one device, or all local GPUs mirrored),
+            `"mirrored"` or `"multiworker"` (`TF_CONFIG` names the workers).
+        mixed_precision: None, `"bf16"` or `"fp16"` (logits stay float32).
+        jit_compile: XLA-compile the train step.
+        init_from: run directory or `.keras` file whose weights start this
+            run, or a keras.applications EfficientNetV2S weights file.
+        verbose: Keras progress output (0 silent, 1 progress bar, 2 one line per epoch).
+    """
+
+    epochs: int = 200
+    learning_rate: float = 0.01
+    final_learning_rate: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    mixup_alpha: float = 0.2
+    label_smoothing: float = 0.1
+    class_balance: str = "weights"
+    seed: int = 0
+    deterministic: bool = True
+    strategy: str = "auto"
+    mixed_precision: Optional[str] = None
+    jit_compile: bool = False
+    init_from: Optional[str] = None
+    verbose: int = 1
+
+    def __post_init__(self):
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}.")
+        if not 0 < self.final_learning_rate <= self.learning_rate:
+            raise ValueError(
+                "final_learning_rate must lie in (0, learning_rate], got "
+                f"{self.final_learning_rate} with learning_rate {self.learning_rate}.")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must lie in [0, 1), got {self.label_smoothing}.")
+        if self.mixup_alpha < 0:
+            raise ValueError(f"mixup_alpha must be >= 0, got {self.mixup_alpha}.")
+        if self.class_balance not in CLASS_BALANCE:
+            raise ValueError(f"class_balance must be one of {CLASS_BALANCE}, got {self.class_balance!r}.")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}.")
+        if self.mixed_precision is not None and self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(
+                f"mixed_precision must be None or one of {tuple(MIXED_PRECISION)}, got {self.mixed_precision!r}.")
+
+
+@dataclass
+class ExportConfig:
+    """Where a finished run's SavedModel goes: `out_dir/name/version/`.
+
+    Attributes:
+        enabled: export at the end of `pump_keras.train`.
+        out_dir: the model base path TF Serving watches.
+        name: the model name (a folder of `out_dir`).
+        version: the version folder; `None` takes the next free number.
+    """
+
+    enabled: bool = True
+    out_dir: str = "saved_models"
+    name: str = "pump_anomaly"
+    version: Optional[int] = None
+
+    def __post_init__(self):
+        if self.version is not None and int(self.version) < 1:
+            raise ValueError(f"version must be a positive integer, got {self.version!r}.")
+
+
+@dataclass
+class RunConfig:
+    """Everything one training run is: the file written to `run_dir/config.json`.
+
+    Attributes:
+        preset: the preset these values started from (informational).
+        run_dir: where the run's files go; rerunning with the same config resumes.
+        data, features, model, train, export: see their classes.
+        synthetic: the recordings generated when `data.data_dir` is None.
+    """
+
+    preset: str = "paper"
+    run_dir: str = "runs/paper"
+    data: DataConfig = field(default_factory=DataConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
 def to_dict(config) -> dict:
@@ -206,6 +366,12 @@ __all__ = [
     "FeatureConfig",
     "DataConfig",
     "SyntheticConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "ExportConfig",
+    "RunConfig",
+    "STRATEGIES",
+    "MIXED_PRECISION",
     "to_dict",
     "replace",
 ]

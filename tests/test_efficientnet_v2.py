@@ -125,3 +125,32 @@ def test_scaled_model_is_small_and_outputs_one_logit():
 def test_bad_options(options, match):
     with pytest.raises(ValueError, match=match):
         build("efficientnetv2_s", **{"input_shape": (32, 32, 3), **options})
+
+
+INITIAL_WEIGHTS_DIGEST = """
+import hashlib, sys
+import keras, numpy as np
+sys.path.insert(0, {root!r})
+from pump_keras.models import build
+keras.utils.set_random_seed(3)
+model = build("efficientnetv2_s", input_shape=(32, 32, 3), width_multiplier=0.25, depth_multiplier=0.25)
+print(hashlib.md5(b"".join(np.asarray(w).tobytes() for w in model.weights)).hexdigest())
+"""
+
+
+def test_initial_weights_depend_on_the_seed_alone_and_no_two_kernels_share_values():
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    script = INITIAL_WEIGHTS_DIGEST.format(root=str(REPO_ROOT))
+    digests = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              env={"TF_CPP_MIN_LOG_LEVEL": "3", "PATH": ""}).stdout.strip()
+               for _ in range(2)}
+    assert len(digests) == 1 and len(digests.pop()) == 32
+    keras.utils.set_random_seed(3)
+    model = build("efficientnetv2_s", attention="improved_cbam", input_shape=(32, 32, 3),
+                  width_multiplier=0.25, depth_multiplier=0.25)
+    kernels = [np.asarray(w).tobytes() for w in model.weights if w.path.endswith("kernel")]
+    assert len(set(kernels)) == len(kernels)

@@ -9,6 +9,7 @@ MIMII pump files. The CLI is
 
     python -m pump_keras.data.synthetic --out DIR [--clips-per-class N]
         [--seconds S] [--snr-db D [D ...]] [--seed K] [--machine-ids 00 02 ...]
+        [--fault-boost-db B]
 
 Sound model
 -----------
@@ -224,6 +225,9 @@ FAULT_SEVERITY: Dict[str, Tuple[float, float]] = {
     "clogging": (0.04, 0.12),
     "leakage": (-18.0, -6.0),
 }
+
+# The largest shaft-speed drop a boosted clogging fault may reach.
+MAX_CLOGGING_DROP = 0.5
 
 
 @dataclass(frozen=True)
@@ -476,11 +480,19 @@ def draw_clip_params(machine_id: str, label: str, index: int, config: SyntheticC
     )
     if label == "abnormal":
         fault_type = FAULT_TYPES[int(fault_rng.integers(len(FAULT_TYPES)))]
-        severity = float(fault_rng.uniform(*FAULT_SEVERITY[fault_type]))
+        severity = boosted_severity(fault_type, float(fault_rng.uniform(*FAULT_SEVERITY[fault_type])),
+                                    config.fault_boost_db)
         params.update(fault_type=fault_type, severity=severity)
         if fault_type == "clogging":
             params = _apply_clogging(params, severity)
     return ClipParams(**params)
+
+
+def boosted_severity(fault_type: str, severity: float, boost_db: float) -> float:
+    """A fault severity made `boost_db` stronger: added to the dB kinds, a scaled speed drop for clogging."""
+    if fault_type == "clogging":
+        return min(MAX_CLOGGING_DROP, severity * 10.0 ** (boost_db / 20.0))
+    return severity + boost_db
 
 
 def _apply_clogging(params: dict, drop: float) -> dict:
@@ -861,6 +873,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="SNR folders to write (default %(default)s)")
     parser.add_argument("--seed", type=int, default=defaults.seed,
                         help=f"random seed (default {defaults.seed})")
+    parser.add_argument("--fault-boost-db", type=float, default=defaults.fault_boost_db,
+                        help="make every fault this many dB stronger (default %(default)s)")
     parser.add_argument("--machine-ids", nargs="+", default=list(defaults.machine_ids),
                         help=f"machine ids (default {' '.join(defaults.machine_ids)})")
     return parser
@@ -874,6 +888,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         config = SyntheticConfig(
             clips_per_class=args.clips_per_class, seconds=args.seconds,
             snr_db=tuple(args.snr_db), seed=args.seed, machine_ids=tuple(args.machine_ids),
+            fault_boost_db=args.fault_boost_db,
         )
         start = time.perf_counter()
         paths = generate_dataset(args.out, config)

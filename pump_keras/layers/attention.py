@@ -38,13 +38,20 @@ def _hidden_units(channels: int, reduction: int) -> int:
     return max(1, channels // reduction)
 
 
+def _fresh(initializer):
+    """A new instance of `initializer`: unseeded ones draw a new seed, so two kernels never share values."""
+    return keras.initializers.get(keras.initializers.serialize(initializer))
+
+
 def _add_bottleneck(layer, channels: int, hidden: int, prefix: str, kernel_initializer) -> tuple:
     """Creates the weights of a C -> hidden -> C MLP with biases, in that order."""
-    kernel, bias = kernel_initializer, "zeros"
+    bias = "zeros"
     return (
-        layer.add_weight(shape=(channels, hidden), initializer=kernel, name=f"{prefix}reduce_kernel"),
+        layer.add_weight(shape=(channels, hidden), initializer=_fresh(kernel_initializer),
+                         name=f"{prefix}reduce_kernel"),
         layer.add_weight(shape=(hidden,), initializer=bias, name=f"{prefix}reduce_bias"),
-        layer.add_weight(shape=(hidden, channels), initializer=kernel, name=f"{prefix}expand_kernel"),
+        layer.add_weight(shape=(hidden, channels), initializer=_fresh(kernel_initializer),
+                         name=f"{prefix}expand_kernel"),
         layer.add_weight(shape=(channels,), initializer=bias, name=f"{prefix}expand_bias"),
     )
 

@@ -1,5 +1,19 @@
-"""Models: EfficientNetV2-S with interchangeable attention, and comparison backbones."""
+"""Models: EfficientNetV2-S with interchangeable attention, and comparison backbones.
+
+Importing this package registers every model and custom layer, so
+`load_model` (or `keras.saving.load_model` after the import) reads any
+`.keras` file the toolkit wrote.
+"""
+
+import keras
 
 from pump_keras.models.registry import available_models, build, register_model
+from pump_keras.models import efficientnet_v2, zoo  # noqa: E402,F401  registers builders and layers
 
-__all__ = ["available_models", "build", "register_model"]
+
+def load_model(path: str, compile: bool = False) -> keras.Model:
+    """Loads a `.keras` model written by pump_keras (custom layers registered)."""
+    return keras.saving.load_model(path, compile=compile)
+
+
+__all__ = ["available_models", "build", "register_model", "load_model"]

@@ -27,10 +27,17 @@ from keras import layers
 from pump_keras.layers.attention import build_attention
 from pump_keras.models.registry import register_model
 
-CONV_KERNEL_INITIALIZER = keras.initializers.VarianceScaling(
-    scale=2.0, mode="fan_out", distribution="truncated_normal")
-DENSE_KERNEL_INITIALIZER = keras.initializers.VarianceScaling(
-    scale=1.0 / 3.0, mode="fan_out", distribution="uniform")
+# Configs, not instances (as in keras.applications): every layer makes its own
+# initializer, seeded from the global seed when it is built. One shared
+# unseeded instance would give every same-shaped kernel the same values.
+CONV_KERNEL_INITIALIZER = {
+    "class_name": "VarianceScaling",
+    "config": {"scale": 2.0, "mode": "fan_out", "distribution": "truncated_normal"},
+}
+DENSE_KERNEL_INITIALIZER = {
+    "class_name": "VarianceScaling",
+    "config": {"scale": 1.0 / 3.0, "mode": "fan_out", "distribution": "uniform"},
+}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,137 @@
+"""Train, evaluate and export an anomaly detector: `python -m pump_keras.train`.
+
+    python -m pump_keras.train                       # quick preset, synthetic data
+    python -m pump_keras.train --preset paper --data-dir /data/mimii --run-dir runs/paper
+    python -m pump_keras.train --config my.yaml --set train.epochs=50 --set data.snr_db=[-6]
+
+Settings come from a preset, then a JSON/YAML file (`--config`), then the
+flags and `--set section.field=value` overrides, in that order; the
+resolved config is written to the run directory. Rerunning the same command
+resumes an interrupted run from its last completed epoch; a run directory
+holding another config is refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI's argument parser."""
+    parser = argparse.ArgumentParser(prog="python -m pump_keras.train", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--preset", default="quick", help="paper or quick (default: quick)")
+    parser.add_argument("--config", help="JSON or YAML file of settings over the preset")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                        help="override one setting (repeatable), e.g. train.epochs=3")
+    parser.add_argument("--data-dir", help="MIMII or DCASE tree (default: generate synthetic recordings)")
+    parser.add_argument("--run-dir", help="where the run's files go (default: runs/PRESET)")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--strategy", choices=["auto", "mirrored", "multiworker"])
+    parser.add_argument("--mixed-precision", choices=["bf16", "fp16"])
+    parser.add_argument("--jit-compile", action="store_true", default=None)
+    parser.add_argument("--init-from", help="run directory, .keras file, or Keras EfficientNetV2S weights file")
+    parser.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
+    parser.add_argument("--verbose", type=int, choices=[0, 1, 2])
+    return parser
+
+
+FLAG_SETTINGS = {
+    "data_dir": "data.data_dir", "run_dir": "run_dir", "epochs": "train.epochs",
+    "batch_size": "data.batch_size", "seed": "train.seed", "strategy": "train.strategy",
+    "mixed_precision": "train.mixed_precision", "jit_compile": "train.jit_compile",
+    "init_from": "train.init_from", "verbose": "train.verbose",
+}
+
+
+def resolve_config(args):
+    """The `RunConfig` of parsed arguments."""
+    import json
+
+    from pump_keras.config_io import load_config
+
+    overrides = list(args.set)
+    for flag, key in FLAG_SETTINGS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"{key}={json.dumps(value)}")
+    if args.no_export:
+        overrides.append("export.enabled=false")
+    config = load_config(args.preset, args.config, overrides)
+    if args.run_dir is None and not any(o.startswith("run_dir=") for o in args.set):
+        from pump_keras.config import replace
+
+        config = replace(config, run_dir=os.path.join("runs", config.preset))
+    return config
+
+
+def main(argv=None) -> int:
+    """Runs the CLI; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    from pump_keras.config_io import ConfigError
+
+    try:
+        config = resolve_config(args)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if config.data.data_dir is None:
+        print(f"pump_keras.train: preset {config.preset!r} on freshly generated SYNTHETIC pump recordings "
+              "(a demonstration, not real data) -> " + config.run_dir, flush=True)
+    else:
+        print(f"pump_keras.train: preset {config.preset!r} on {config.data.data_dir} -> {config.run_dir}", flush=True)
+
+    from pump_keras.training.loop import TrainingError, train
+    from pump_keras.training.run_dir import RunDirError
+    from pump_keras.training.setup import InitError
+
+    started = time.perf_counter()
+    try:
+        result = train(config)
+    except (TrainingError, RunDirError, InitError, ConfigError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    test = result.metrics.get("test", {})
+    print("test: " + "  ".join(f"{k} {test[k]:.3f}" for k in ("accuracy", "balanced_accuracy", "f1", "auc", "pauc")
+                               if k in test))
+    exported = None
+    if config.export.enabled and not _exported(config):
+        exported = export_run(config, result)
+    print(f"Done in {time.perf_counter() - started:.0f} s. Run directory {result.run_dir}:")
+    for name, path in result.files.items():
+        print(f"  {name:14s} {path}")
+    if exported:
+        print(f"  {'SavedModel':14s} {exported}")
+    return 0
+
+
+def _exported(config) -> bool:
+    """Whether this run directory has already been exported (recorded in `export.json`)."""
+    return os.path.exists(os.path.join(config.run_dir, "export.json"))
+
+
+def export_run(config, result) -> str:
+    """Exports the run's best model to `export.out_dir/name/version/`; records it in the run directory."""
+    from pump_keras.export import export_saved_model
+    from pump_keras.models import load_model
+    from pump_keras.training.run_dir import RunDirectory
+
+    run = RunDirectory(config.run_dir)
+    model = load_model(run.file(RunDirectory.BEST))
+    threshold = result.metrics.get("threshold_probability", 0.5)
+    path = export_saved_model(model, config.features, config.export.out_dir, config.export.name,
+                              config.export.version, threshold=threshold,
+                              metadata={"run_dir": os.path.abspath(config.run_dir)})
+    run.write_json("export.json", {"saved_model": os.path.abspath(path), "threshold": threshold})
+    return path
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Training: the paper's recipe, run directories, resumable epochs, distribution."""

@@ -1,0 +1,217 @@
+"""One training run, epoch by epoch: resumable, deterministic for a seed, with every file in the run directory."""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from pump_keras.config import RunConfig, replace, to_dict
+from pump_keras.data.pipeline import make_dataset
+from pump_keras.data.prepare import MANIFEST_NAME, prepare_splits
+from pump_keras.data.split import describe_splits, write_manifest
+from pump_keras.data.synthetic import generate_dataset
+from pump_keras.training import custom_loop, recipe, setup
+from pump_keras.training.run_dir import RunDirectory
+
+
+class TrainingError(ValueError):
+    """Input that makes a run impossible (a split too small, a class missing); nothing was overwritten."""
+
+
+@dataclass
+class TrainResult:
+    """Where a run's outputs went, and its test metrics."""
+
+    run_dir: str
+    epochs_run: int
+    resumed_from_epoch: int
+    metrics: dict
+    files: Dict[str, str]
+
+
+SYNTHETIC_MARKER = "synthetic.json"
+
+
+def synthetic_data_dir(config: RunConfig, run: RunDirectory, log: Callable) -> str:
+    """The run's own synthetic recordings (generated once, deterministic for the config)."""
+    folder = run.file("synthetic")
+    marker = os.path.join(folder, SYNTHETIC_MARKER)
+    expected = to_dict(config.synthetic)
+    if os.path.exists(marker):
+        with open(marker, encoding="utf-8") as handle:
+            if json.load(handle) == json.loads(json.dumps(expected)):
+                return folder
+    started = time.perf_counter()
+    paths = generate_dataset(folder, config.synthetic)
+    with open(marker + ".tmp", "w", encoding="utf-8") as handle:
+        json.dump(expected, handle)
+    os.replace(marker + ".tmp", marker)
+    log(f"Generated {len(paths)} synthetic clips in {folder} ({time.perf_counter() - started:.1f} s).")
+    return folder
+
+
+def check_splits(splits: dict, batch_size: int) -> None:
+    """Both classes in training and validation, and at least one full batch of training clips."""
+    for name in ("train", "val"):
+        labels = {r.label for r in splits.get(name, [])}
+        if labels != {0, 1}:
+            missing = sorted({0, 1} - labels)
+            raise TrainingError(f"The {name} split has no {' or '.join('abnormal' if m else 'normal' for m in missing)} "
+                                "clips: training needs both classes there (add data or change data.split_ratios).")
+    if batch_size > len(splits["train"]):
+        raise TrainingError(f"data.batch_size {batch_size} is larger than the training split "
+                            f"({len(splits['train'])} clips): lower the batch size or add data.")
+
+
+class _LearningRateLogger(keras.callbacks.Callback):
+    """Adds the learning rate at the epoch's end to the logs (history and TensorBoard)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+
+class _RunProgress(keras.callbacks.ProgbarLogger):
+    """Keras' progress output, numbering epochs out of the run's total (one `fit` runs one epoch)."""
+
+    def __init__(self, total_epochs: int):
+        super().__init__()
+        self.total_epochs = total_epochs
+
+    def set_params(self, params):
+        super().set_params({**params, "epochs": self.total_epochs})
+        self.epochs = self.total_epochs
+
+
+def predict_scores(model: keras.Model, dataset: tf.data.Dataset) -> np.ndarray:
+    """Logits of every clip of an unshuffled dataset, in record order."""
+    logits = model.predict(dataset.map(lambda images, labels: images), verbose=0)
+    return np.asarray(logits, dtype=np.float64).reshape(-1)
+
+
+def evaluate_model(model: keras.Model, datasets: dict, splits: dict, predict=predict_scores) -> dict:
+    """Test metrics at the threshold with the best balanced accuracy on validation."""
+    from pump_keras import metrics
+
+    scores = {name: predict(model, datasets[name]) for name in ("val", "test") if name in datasets}
+    labels = {name: np.array([r.label for r in splits[name]]) for name in scores}
+    threshold = metrics.best_threshold(labels["val"], scores["val"], criterion="balanced_accuracy")
+    result = {"threshold_logit": float(threshold), "threshold_criterion": "best balanced accuracy on val",
+              "threshold_probability": float(0.5 * (1.0 + math.tanh(0.5 * threshold)))}
+    for name in scores:
+        groups = [r.machine_id for r in splits[name]]
+        result[name] = metrics.binary_metrics(labels[name], scores[name], threshold)
+        result[f"{name}_per_machine_id"] = metrics.grouped_metrics(labels[name], scores[name], groups, threshold)
+    return result
+
+
+LAST_PENDING = "last.pending.keras"
+
+
+def restore_checkpoint(model: keras.Model, run: RunDirectory, iterations: int) -> None:
+    """Loads the checkpoint of the last completed epoch (model, optimizer) into `model`.
+
+    The checkpoint is recognised by its optimizer step count: a pending
+    checkpoint written just before an interruption is used (and put in
+    place) if the state had recorded its epoch, and dropped otherwise.
+    """
+    for name in (LAST_PENDING, RunDirectory.LAST):
+        if not run.exists(name):
+            continue
+        model.load_weights(run.file(name))
+        if int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == iterations:
+            if name == LAST_PENDING:
+                os.replace(run.file(LAST_PENDING), run.file(RunDirectory.LAST))
+            return
+    raise TrainingError(f"{run.path}: no checkpoint matches the saved state ({iterations} steps); "
+                        f"the run cannot be resumed. Remove {run.file(RunDirectory.STATE)} to start over.")
+
+
+def train(config: RunConfig, log: Callable[[str], None] = print) -> TrainResult:
+    """Runs (or resumes) the training run of `config`; see `RunDirectory` for its files."""
+    setup.configure_runtime(config.train)
+    strategy = setup.make_strategy(config.train)
+    multiworker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    run = RunDirectory(setup.worker_run_dir(config.run_dir, strategy))
+    resuming = run.check(config)
+    data_config = config.data
+    if data_config.data_dir is None:
+        data_config = replace(data_config, data_dir=synthetic_data_dir(config, run, log))
+    # A new run's data and initial weights are checked before anything is
+    # recorded, so a corrected command is not refused as "another config".
+    splits = prepare_splits(data_config, config.features, run.path if resuming else None)
+    log(describe_splits(splits))
+    check_splits(splits, data_config.batch_size)
+
+    steps_per_epoch = math.ceil(len(splits["train"]) / data_config.batch_size)
+    with strategy.scope():
+        model = setup.build_model(config)
+        recipe.compile_model(model, config.train, steps_per_epoch)
+    state = run.read_state() if resuming else None
+    if state is not None:
+        restore_checkpoint(model, run, state["epochs_completed"] * steps_per_epoch)
+        log(f"Resuming {run.path} after epoch {state['epochs_completed']} of {config.train.epochs}.")
+    else:
+        state = {"epochs_completed": 0, "history": [], "best_val_loss": None, "best_epoch": None}
+        described = setup.initialize_from(model, config.train.init_from)
+        if described:
+            log(f"Initialised from {described}.")
+    if not resuming:
+        os.makedirs(run.path, exist_ok=True)
+        run.write_config(config)  # then the manifest: a resume rewrites a missing one identically
+        write_manifest(run.file(MANIFEST_NAME), splits)
+    resumed_from = state["epochs_completed"]
+
+    cache_dir = run.file("cache")
+    evaluation = {name: recipe.evaluation_batches(make_dataset(
+        splits[name], config.features, data_config, training=False, cache_dir=cache_dir, name=name))
+        for name in ("val", "test") if splits.get(name)}
+    weights = recipe.class_weights([r.label for r in splits["train"]], config.train.class_balance)
+    callbacks = [_LearningRateLogger(), keras.callbacks.TensorBoard(run.file(RunDirectory.LOGS))]
+    if config.train.verbose:
+        callbacks.append(_RunProgress(config.train.epochs))
+
+    for epoch in range(state["epochs_completed"], config.train.epochs):
+        setup.reseed(model, config.train.seed, epoch)
+        epoch_data = replace(data_config, shuffle_seed=recipe.derived_seed(config.train.seed, epoch, 0))
+        batches = recipe.training_batches(
+            make_dataset(splits["train"], config.features, epoch_data, training=True,
+                         cache_dir=cache_dir, name="train"),
+            config.train, weights, epoch)
+        if multiworker:
+            row = {"epoch": epoch + 1, **custom_loop.run_epoch(
+                model, strategy, batches, evaluation["val"], epoch, config.train)}
+        else:
+            history = model.fit(batches, validation_data=evaluation["val"], initial_epoch=epoch,
+                                epochs=epoch + 1, callbacks=callbacks, verbose=config.train.verbose)
+            row = {"epoch": epoch + 1, **{k: float(v[-1]) for k, v in history.history.items()}}
+        state["history"].append(row)
+        state["epochs_completed"] = epoch + 1
+        if state["best_val_loss"] is None or row["val_loss"] < state["best_val_loss"]:
+            state["best_val_loss"], state["best_epoch"] = row["val_loss"], epoch + 1
+            run.save_model(model, RunDirectory.BEST)
+        # Commit order: the new checkpoint beside the old, the state, then the
+        # swap; `restore_checkpoint` finishes or discards a half-done commit.
+        run.save_model(model, LAST_PENDING)
+        run.write_history(state["history"])
+        run.write_json(RunDirectory.STATE, state)
+        os.replace(run.file(LAST_PENDING), run.file(RunDirectory.LAST))
+
+    model.load_weights(run.file(RunDirectory.BEST))
+    predict = functools.partial(custom_loop.predict_logits, strategy=strategy) if multiworker else predict_scores
+    result = evaluate_model(model, evaluation, splits, predict)
+    result["best_epoch"] = state["best_epoch"]
+    run.write_json(RunDirectory.METRICS, result)
+    files = {name: run.file(name) for name in (
+        "config.json", MANIFEST_NAME, RunDirectory.BEST, RunDirectory.LAST, RunDirectory.HISTORY,
+        RunDirectory.LOGS, RunDirectory.METRICS)}
+    return TrainResult(run.path, state["epochs_completed"] - resumed_from, resumed_from, result, files)

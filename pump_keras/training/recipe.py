@@ -1,0 +1,102 @@
+"""The paper's training recipe as Keras objects: optimizer, schedule, loss, metrics, MixUp, class weights."""
+
+from __future__ import annotations
+
+from typing import Dict, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from pump_keras.config import TrainConfig
+
+
+def derived_seed(seed: int, *parts: int) -> int:
+    """A 31-bit seed that depends on `seed` and `parts` (e.g. an epoch), reproducibly."""
+    sequence = np.random.SeedSequence([int(seed) % 2**32, *(int(p) % 2**32 for p in parts)])
+    return int(sequence.generate_state(1)[0] % (2**31 - 1))
+
+
+def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int):
+    """Cosine decay from `learning_rate` to `final_learning_rate` over all training steps."""
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=config.learning_rate,
+        decay_steps=max(1, config.epochs * steps_per_epoch),
+        alpha=config.final_learning_rate / config.learning_rate,
+    )
+
+
+def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    """SGD with momentum and weight decay on the cosine schedule."""
+    return keras.optimizers.SGD(
+        learning_rate=learning_rate_schedule(config, steps_per_epoch),
+        momentum=config.momentum,
+        weight_decay=config.weight_decay or None,
+    )
+
+
+def make_loss(config: TrainConfig) -> keras.losses.Loss:
+    """Binary cross-entropy on logits with label smoothing."""
+    return keras.losses.BinaryCrossentropy(from_logits=True, label_smoothing=config.label_smoothing)
+
+
+def make_metrics() -> list:
+    """Metrics reported per epoch: ROC AUC and accuracy, both on logits."""
+    return [
+        keras.metrics.AUC(from_logits=True, name="auc"),
+        keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy"),
+    ]
+
+
+def compile_model(model: keras.Model, config: TrainConfig, steps_per_epoch: int) -> keras.Model:
+    """Compiles `model` with the recipe and builds the optimizer (so checkpoints can restore it)."""
+    model.compile(
+        optimizer=make_optimizer(config, steps_per_epoch),
+        loss=make_loss(config),
+        metrics=make_metrics(),
+        jit_compile=config.jit_compile,
+    )
+    model.optimizer.build(model.trainable_variables)
+    return model
+
+
+def class_weights(labels: Sequence[float], mode: str) -> Dict[int, float]:
+    """`{0: w0, 1: w1}`: `n / (2 n_c)` per class with `mode="weights"`, ones with `"none"`."""
+    labels = np.asarray(labels, dtype=np.float64)
+    if mode == "none":
+        return {0: 1.0, 1: 1.0}
+    counts = np.array([np.sum(labels == 0), np.sum(labels == 1)], dtype=np.float64)
+    if np.any(counts == 0):
+        raise ValueError(f"Class weights need both classes in the training split; counts are {counts.tolist()}.")
+    weights = len(labels) / (2.0 * counts)
+    return {0: float(weights[0]), 1: float(weights[1])}
+
+
+def training_batches(dataset: tf.data.Dataset, config: TrainConfig, weights: Dict[int, float],
+                     epoch: int) -> tf.data.Dataset:
+    """Training batches `(images, labels [B, 1], sample_weights [B])` for one epoch.
+
+    MixUp (`keras.layers.MixUp`, seeded by the run seed and the epoch, run
+    sequentially so its random stream is reproducible) mixes images and
+    labels; each clip's weight is its class weight mixed the same way, which
+    is the expected weight of a mixed pair.
+    """
+    mixup = None
+    if config.mixup_alpha > 0:
+        mixup = keras.layers.MixUp(alpha=config.mixup_alpha, seed=derived_seed(config.seed, epoch, 1))
+    low, high = weights[0], weights[1]
+
+    def prepare(images, labels):
+        labels = tf.reshape(tf.cast(labels, tf.float32), (-1, 1))
+        if mixup is not None:
+            mixed = mixup({"images": images, "labels": labels}, training=True)
+            images, labels = tf.cast(mixed["images"], tf.float32), tf.cast(mixed["labels"], tf.float32)
+        sample_weights = low + (high - low) * tf.reshape(labels, (-1,))
+        return images, labels, sample_weights
+
+    return dataset.map(prepare)
+
+
+def evaluation_batches(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """Validation/test batches with labels shaped `[B, 1]` like the logits."""
+    return dataset.map(lambda images, labels: (images, tf.reshape(tf.cast(labels, tf.float32), (-1, 1))))

@@ -1,0 +1,150 @@
+"""A run directory: its files, claiming it for a config, and atomic writes of state and models."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from typing import List, Optional
+
+from pump_keras.config import RunConfig, to_dict
+from pump_keras.config_io import config_from_json, config_to_json
+from pump_keras.wavfile import atomic_write_bytes
+
+# Settings that change how a run is shown or where it is exported, not what it computes.
+NON_RESULT_KEYS = {("preset",), ("run_dir",), ("train", "verbose"), ("export",)}
+
+
+class RunDirError(ValueError):
+    """A run directory that cannot be used for this config; nothing in it was changed."""
+
+
+def _flatten(values: dict, prefix=()) -> dict:
+    flat = {}
+    for key, value in values.items():
+        path = prefix + (key,)
+        if isinstance(value, dict) and key != "options":
+            flat.update(_flatten(value, path))
+        else:
+            flat[path] = value
+    return flat
+
+
+def _result_settings(config: RunConfig) -> dict:
+    """The config's settings that determine the run's result, flattened."""
+    return {key: value for key, value in _flatten(to_dict(config)).items()
+            if not any(key[: len(skip)] == skip for skip in NON_RESULT_KEYS)}
+
+
+def config_differences(old: RunConfig, new: RunConfig) -> List[str]:
+    """`section.field: old -> new` for every result-relevant setting that differs."""
+    before, after = _result_settings(old), _result_settings(new)
+    return [f"{'.'.join(key)}: {before.get(key)!r} -> {after.get(key)!r}"
+            for key in sorted(set(before) | set(after)) if before.get(key) != after.get(key)]
+
+
+class RunDirectory:
+    """The files of one run, under `path`.
+
+    `config.json` (the resolved config), `split.csv` (the split manifest),
+    `state.json` (completed epochs, history, best validation loss),
+    `last.keras` (model and optimizer after the last completed epoch),
+    `best.keras` (lowest validation loss), `history.csv`, `logs/`
+    (TensorBoard), `metrics.json`. Every file is replaced atomically.
+    """
+
+    CONFIG = "config.json"
+    STATE = "state.json"
+    LAST = "last.keras"
+    BEST = "best.keras"
+    HISTORY = "history.csv"
+    METRICS = "metrics.json"
+    LOGS = "logs"
+
+    def __init__(self, path: str):
+        self.path = os.fspath(path)
+
+    def file(self, name: str) -> str:
+        """The path of `name` inside the run directory."""
+        return os.path.join(self.path, name)
+
+    def exists(self, name: str) -> bool:
+        """Whether the run directory holds `name`."""
+        return os.path.exists(self.file(name))
+
+    def check(self, config: RunConfig) -> bool:
+        """Whether this is a resume of `config` (True) or a new run (False); writes nothing.
+
+        A new run needs a missing or empty folder; the run's own generated
+        synthetic recordings (`synthetic/`) may already be there.
+
+        Raises:
+            RunDirError: the directory holds a run of another config, or
+                files but no config (something else lives there).
+        """
+        if os.path.exists(self.path) and not os.path.isdir(self.path):
+            raise RunDirError(f"Run directory {self.path} exists and is not a folder.")
+        if self.exists(self.CONFIG):
+            with open(self.file(self.CONFIG), encoding="utf-8") as handle:
+                try:
+                    previous = config_from_json(handle.read())
+                except ValueError as error:
+                    raise RunDirError(f"{self.file(self.CONFIG)} cannot be read ({error}); "
+                                      "choose another run directory.") from error
+            differences = config_differences(previous, config)
+            if differences:
+                raise RunDirError(
+                    f"Run directory {self.path} holds a run with another config; nothing was changed. "
+                    "Differences (saved -> requested): " + "; ".join(differences)
+                    + ". Use another --run-dir, or the saved settings to resume.")
+            return True
+        foreign = sorted(set(os.listdir(self.path)) - {"synthetic"}) if os.path.isdir(self.path) else []
+        if foreign:
+            raise RunDirError(f"Run directory {self.path} is not empty and holds no {self.CONFIG} "
+                              f"(found {', '.join(foreign[:3])}); choose an empty or new folder.")
+        return False
+
+    def write_config(self, config: RunConfig) -> None:
+        """Records `config` as this directory's run (after `check`)."""
+        atomic_write_bytes(self.file(self.CONFIG), config_to_json(config).encode())
+
+    def claim(self, config: RunConfig) -> bool:
+        """`check`, then record the config of a new run; returns True for a resume."""
+        resuming = self.check(config)
+        if not resuming:
+            self.write_config(config)
+        return resuming
+
+    def read_state(self) -> Optional[dict]:
+        """The saved training state, or None before the first completed epoch."""
+        if not self.exists(self.STATE):
+            return None
+        with open(self.file(self.STATE), encoding="utf-8") as handle:
+            return json.load(handle)
+
+    def write_json(self, name: str, values: dict) -> None:
+        """Writes `values` as JSON to `name`, atomically."""
+        atomic_write_bytes(self.file(name), (json.dumps(values, indent=2, sort_keys=True) + "\n").encode())
+
+    def write_history(self, history: List[dict]) -> None:
+        """Writes the per-epoch rows to `history.csv`, atomically."""
+        columns = sorted({key for row in history for key in row} - {"epoch"})
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, ["epoch", *columns], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(history)
+        atomic_write_bytes(self.file(self.HISTORY), buffer.getvalue().encode())
+
+    def save_model(self, model, name: str) -> None:
+        """Saves `model` (with optimizer state) to `name`, atomically."""
+        handle, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".keras", dir=self.path)
+        os.close(handle)
+        try:
+            model.save(temporary)
+            os.replace(temporary, self.file(name))
+        except BaseException:
+            if os.path.exists(temporary):
+                os.remove(temporary)
+            raise

@@ -1,0 +1,152 @@
+"""Runtime setup of a run: seeds and determinism, precision, strategy, the model and its initial weights."""
+
+from __future__ import annotations
+
+import inspect
+import os
+from typing import Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from pump_keras.config import MIXED_PRECISION, ModelConfig, RunConfig, TrainConfig
+from pump_keras.models import build, registry
+from pump_keras.training.recipe import derived_seed
+
+MODEL_FIELDS = ("attention", "attention_placement", "reduction", "width_multiplier",
+                "depth_multiplier", "dropout_rate", "drop_connect_rate")
+
+
+class InitError(ValueError):
+    """An `init_from` source that cannot initialise this model."""
+
+
+def configure_runtime(config: TrainConfig) -> None:
+    """Seeds every generator, sets determinism and the precision policy."""
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    policy = MIXED_PRECISION.get(config.mixed_precision, "float32")
+    keras.mixed_precision.set_global_policy(policy)
+
+
+def make_strategy(config: TrainConfig) -> tf.distribute.Strategy:
+    """The tf.distribute strategy of `config.strategy`.
+
+    `auto`: all local GPUs mirrored when there are several, else the default
+    (one device). `mirrored`: all local GPUs, or all logical CPU devices when
+    there is no GPU. `multiworker`: MultiWorkerMirroredStrategy from `TF_CONFIG`.
+    """
+    if config.strategy == "multiworker":
+        if "TF_CONFIG" not in os.environ:
+            raise ValueError("strategy 'multiworker' needs TF_CONFIG naming the cluster and this worker's task.")
+        # Before anything lists devices: that starts the runtime, and the
+        # collective ops of this strategy must be configured before it starts.
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_logical_devices("GPU")
+    if config.strategy == "mirrored" or (config.strategy == "auto" and len(gpus) > 1):
+        devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+        return tf.distribute.MirroredStrategy(devices=devices)
+    return tf.distribute.get_strategy()
+
+
+def worker_run_dir(run_dir: str, strategy: tf.distribute.Strategy) -> str:
+    """The run directory this process writes: `run_dir` on the chief, `run_dir.worker-N` on other workers.
+
+    Every multi-worker process computes the same model; only the chief's
+    files are the run's, the others keep their own copy (for their resume).
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or resolver is None:
+        return run_dir
+    task_type, task_id = resolver.task_type, resolver.task_id
+    if task_type in (None, "chief") or (task_type == "worker" and task_id == 0
+                                        and "chief" not in resolver.cluster_spec().as_dict()):
+        return run_dir
+    return f"{run_dir}.{task_type}-{task_id}"
+
+
+def model_options(model: ModelConfig, input_shape) -> dict:
+    """Builder keyword arguments: the typed fields the builder accepts, then `options`."""
+    if model.name not in registry.available_models():
+        raise ValueError(f"Unknown model {model.name!r}; available: {', '.join(registry.available_models())}.")
+    accepted = inspect.signature(registry.builder(model.name)).parameters
+    defaults = ModelConfig()
+    options = {"input_shape": tuple(input_shape)}
+    for name in MODEL_FIELDS:
+        value = getattr(model, name)
+        if name in accepted:
+            options[name] = value
+        elif value != getattr(defaults, name):
+            raise ValueError(f"Model {model.name!r} has no option {name!r} (set to {value!r}); "
+                             f"its options: {', '.join(p for p in accepted if p != 'input_shape')}.")
+    options.update(model.options)
+    return options
+
+
+def build_model(config: RunConfig) -> keras.Model:
+    """The run's model, built from its config (inside the caller's strategy scope)."""
+    features = config.features
+    shape = (features.image_size, features.image_size, features.image_channels)
+    return build(config.model.name, **model_options(config.model, shape))
+
+
+def reseed(model: keras.Model, seed: int, epoch: int) -> None:
+    """Sets every seed generator of `model` (dropout, stochastic depth) from the seed and epoch.
+
+    An epoch's randomness then depends on the run seed and the epoch alone,
+    so a resumed run draws what an uninterrupted one draws.
+    """
+    states = [v for v in model.variables if v.path.endswith("seed_generator_state")]
+    for index, state in enumerate(states):
+        state.assign(np.array([derived_seed(seed, epoch, 2, index), 0], dtype=state.dtype))
+
+
+def source_model_path(source: str) -> str:
+    """The `.keras` file an `init_from` names: the file itself, or a run's best (else last) model."""
+    if os.path.isdir(source):
+        for name in ("best.keras", "last.keras"):
+            candidate = os.path.join(source, name)
+            if os.path.exists(candidate):
+                return candidate
+        raise InitError(f"init_from {source} is a folder without best.keras or last.keras.")
+    if not os.path.exists(source):
+        raise InitError(f"init_from {source} does not exist.")
+    return source
+
+
+def initialize_from(model: keras.Model, source: Optional[str]) -> Optional[str]:
+    """Copies weights into `model` from another run, a `.keras` file or a Keras EfficientNetV2S weights file.
+
+    Returns a one-line description, or None without a source.
+
+    Raises:
+        InitError: the source's architecture does not match (first mismatch named).
+    """
+    if not source:
+        return None
+    path = source_model_path(source)
+    if not path.endswith(".keras"):
+        from pump_keras.models.efficientnet_v2 import load_keras_application_weights
+
+        try:
+            counts = load_keras_application_weights(model, path)
+        except (ValueError, OSError) as error:
+            raise InitError(f"init_from {path}: cannot load it as keras.applications EfficientNetV2S "
+                            f"weights into {model.name}: {error}") from error
+        return f"Keras EfficientNetV2S weights from {path}: {counts['loaded']} layers loaded, {counts['skipped']} skipped"
+    try:
+        other = keras.saving.load_model(path, compile=False)
+    except Exception as error:  # a corrupt or foreign file: say which
+        raise InitError(f"init_from {path}: cannot load the model ({type(error).__name__}: {error}).") from error
+    ours, theirs = model.weights, other.weights
+    for index, (a, b) in enumerate(zip(ours, theirs)):
+        if tuple(a.shape) != tuple(b.shape):
+            raise InitError(f"init_from {path}: architecture differs from {model.name}: weight {index} "
+                            f"{a.path} has shape {tuple(a.shape)}, the source's {b.path} {tuple(b.shape)}.")
+    if len(ours) != len(theirs):
+        raise InitError(f"init_from {path}: architecture differs from {model.name}: "
+                        f"{len(theirs)} weights in the source, {len(ours)} here.")
+    model.set_weights(other.get_weights())
+    return f"weights of {path}"

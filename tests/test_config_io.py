@@ -1,0 +1,90 @@
+"""Presets, config files and overrides, and their errors."""
+
+import json
+
+import pytest
+
+from pump_keras.config import RunConfig, to_dict
+from pump_keras.config_io import (
+    PRESETS, ConfigError, config_from_json, config_to_json, load_config, parse_override, preset)
+
+
+def test_paper_preset_is_the_papers_recipe():
+    config = preset("paper")
+    assert config.features.image_size == 224 and config.features.kind == "spectrogram"
+    assert config.data.batch_size == 32 and config.data.split_ratios == (0.7, 0.2, 0.1)
+    assert (config.model.name, config.model.attention) == ("efficientnetv2_s", "improved_cbam")
+    train = config.train
+    assert (train.epochs, train.learning_rate, train.final_learning_rate) == (200, 0.01, 0.001)
+    assert (train.momentum, train.weight_decay, train.label_smoothing) == (0.9, 1e-4, 0.1)
+    assert train.mixup_alpha == 0.2
+
+
+def test_quick_preset_is_cpu_sized():
+    config = preset("quick")
+    assert config.features.image_size <= 96
+    assert config.model.width_multiplier < 1 and config.model.depth_multiplier < 1
+    assert config.train.epochs <= 30 and config.data.data_dir is None
+
+
+def test_presets_are_fresh_copies():
+    first = preset("quick")
+    first.train.epochs = 1
+    assert preset("quick").train.epochs != 1
+    assert set(PRESETS) == {"paper", "quick"}
+
+
+def test_file_then_overrides(tmp_path):
+    yaml_file = tmp_path / "settings.yaml"
+    yaml_file.write_text("train:\n  epochs: 7\n  seed: 3\ndata:\n  snr_db: [-6]\n")
+    config = load_config("paper", str(yaml_file), ["train.epochs=9", "model.options={depth_divisor: 8}"])
+    assert config.train.epochs == 9 and config.train.seed == 3
+    assert config.data.snr_db == (-6.0,)
+    assert config.model.options == {"depth_divisor": 8}
+    assert config.features.image_size == 224  # untouched preset values stay
+
+    json_file = tmp_path / "settings.json"
+    json_file.write_text(json.dumps({"features": {"kind": "mel", "image_size": 128}}))
+    config = load_config("quick", str(json_file))
+    assert (config.features.kind, config.features.image_size) == ("mel", 128)
+
+
+def test_json_round_trip():
+    config = load_config("quick", overrides=["data.machine_ids=[0, 2]", "features.db_range=[-70, 10]"])
+    assert config_from_json(config_to_json(config)) == config
+    assert isinstance(config, RunConfig) and config.data.machine_ids == ("00", "02")
+    assert config.features.db_range == (-70.0, 10.0)
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (("fast", None, []), "Unknown preset 'fast'; available: paper, quick"),
+    (("quick", None, ["train.epoch=3"]), "Unknown option train.epoch"),
+    (("quick", None, ["trainer.epochs=3"]), "Unknown option trainer"),
+    (("quick", None, ["train.epochs=three"]), "train.epochs must be int"),
+    (("quick", None, ["train.strategy=ring"]), "strategy must be one of"),
+    (("quick", None, ["train.epochs"]), "must look like section.field=value"),
+    (("quick", None, ["features.kind=cqt"]), "Unknown feature kind 'cqt'"),
+])
+def test_bad_settings_are_named(arguments, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_config(*arguments)
+
+
+def test_bad_files_are_named(tmp_path):
+    with pytest.raises(ConfigError, match="Cannot read config file .*missing.yaml"):
+        load_config("quick", str(tmp_path / "missing.yaml"))
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(ConfigError, match="broken.json is not valid JSON"):
+        load_config("quick", str(broken))
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        load_config("quick", str(listing))
+
+
+def test_override_values_are_yaml():
+    assert parse_override("train.mixed_precision=bf16") == (("train", "mixed_precision"), "bf16")
+    assert parse_override("data.snr_db=[-6, 0]") == (("data", "snr_db"), [-6, 0])
+    assert parse_override("train.init_from=") == (("train", "init_from"), None)
+    assert to_dict(load_config("quick", overrides=["train.learning_rate=1"]))["train"]["learning_rate"] == 1.0

@@ -1,0 +1,97 @@
+"""Run directories: claiming, refusing another config, atomic files, checkpoint restore."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from pump_keras.config import replace
+from pump_keras.config_io import config_to_json, preset
+from pump_keras.training import recipe
+from pump_keras.training.loop import LAST_PENDING, TrainingError, check_splits, restore_checkpoint
+from pump_keras.training.run_dir import RunDirectory, RunDirError, config_differences
+
+
+def config_in(path):
+    return replace(preset("quick"), run_dir=str(path))
+
+
+def test_claim_then_resume_then_refuse_another_config(tmp_path):
+    run = RunDirectory(tmp_path / "run")
+    config = config_in(run.path)
+    assert run.claim(config) is False
+    saved = open(run.file("config.json")).read()
+    assert saved == config_to_json(config)
+    # Display and export settings do not change a run's result.
+    shown = replace(config, train=replace(config.train, verbose=0), export=replace(config.export, version=3))
+    assert run.claim(shown) is True
+    other = replace(config, train=replace(config.train, epochs=3))
+    with pytest.raises(RunDirError, match=r"train.epochs: 20 -> 3"):
+        run.claim(other)
+    assert open(run.file("config.json")).read() == saved
+
+
+def test_a_folder_with_foreign_files_is_refused(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(RunDirError, match="not empty and holds no config.json"):
+        RunDirectory(tmp_path).claim(config_in(tmp_path))
+    assert os.listdir(tmp_path) == ["notes.txt"]
+
+
+def test_config_differences_lists_each_setting():
+    config = preset("quick")
+    changed = replace(config, features=replace(config.features, image_size=96), model=replace(config.model, reduction=8))
+    assert config_differences(config, changed) == [
+        "features.image_size: 64 -> 96", "model.reduction: 16 -> 8"]
+
+
+def test_history_and_json_are_written_whole(tmp_path):
+    run = RunDirectory(tmp_path)
+    run.write_history([{"epoch": 1, "loss": 0.5, "val_loss": 0.7}, {"epoch": 2, "loss": 0.4, "val_loss": 0.6}])
+    assert open(run.file("history.csv")).read().splitlines() == [
+        "epoch,loss,val_loss", "1,0.5,0.7", "2,0.4,0.6"]
+    run.write_json("state.json", {"epochs_completed": 2})
+    assert run.read_state() == {"epochs_completed": 2}
+    assert sorted(os.listdir(tmp_path)) == ["history.csv", "state.json"]
+
+
+def tiny_model():
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+    recipe.compile_model(model, preset("quick").train, steps_per_epoch=1)
+    return model
+
+
+def test_restore_picks_the_checkpoint_matching_the_state(tmp_path):
+    run = RunDirectory(tmp_path)
+    model = tiny_model()
+    x, y = np.ones((4, 3), "float32"), np.ones((4, 1), "float32")
+    model.fit(x, y, epochs=1, verbose=0)          # 1 step
+    run.save_model(model, RunDirectory.LAST)
+    model.fit(x, y, epochs=1, verbose=0)          # 2 steps: written, but the state was not
+    run.save_model(model, LAST_PENDING)
+    expected = [w.copy() for w in tiny_model().get_weights()]
+    restored = tiny_model()
+    restore_checkpoint(restored, run, iterations=1)
+    assert int(restored.optimizer.iterations) == 1
+    assert not any(np.array_equal(a, b) for a, b in zip(restored.get_weights(), expected))
+    # The state recorded the pending epoch: the pending checkpoint is used and put in place.
+    restore_checkpoint(restored, run, iterations=2)
+    assert int(restored.optimizer.iterations) == 2 and not run.exists(LAST_PENDING)
+    with pytest.raises(TrainingError, match="no checkpoint matches the saved state"):
+        restore_checkpoint(restored, run, iterations=5)
+
+
+class Clip:
+    def __init__(self, label):
+        self.label = label
+
+
+def test_splits_need_both_classes_and_a_full_batch():
+    both = [Clip(0), Clip(1)]
+    check_splits({"train": both * 4, "val": both}, batch_size=8)
+    with pytest.raises(TrainingError, match="The val split has no abnormal clips"):
+        check_splits({"train": both * 4, "val": [Clip(0)]}, batch_size=8)
+    with pytest.raises(TrainingError, match="batch_size 16 is larger than the training split \\(8 clips\\)"):
+        check_splits({"train": both * 4, "val": both}, batch_size=16)

@@ -1,0 +1,157 @@
+"""`python -m pump_keras.train` end to end: it learns, it is deterministic, it resumes, it refuses bad input.
+
+The quick preset runs three times here (about a minute each on two cores):
+an uninterrupted run, an identical second run, and a run killed mid-training
+and started again with the same command.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from pump_keras.models import load_model
+from tests.conftest import REPO_ROOT
+
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
+
+
+def train_command(run_dir, *extra):
+    return [sys.executable, "-m", "pump_keras.train", "--run-dir", str(run_dir),
+            "--set", f"export.out_dir={run_dir}-models", "--verbose", "2", *extra]
+
+
+def run_train(run_dir, *extra, check=True):
+    result = subprocess.run(train_command(run_dir, *extra), cwd=REPO_ROOT, env=ENV,
+                            capture_output=True, text=True, timeout=600)
+    if check:
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def weights(path):
+    return [np.asarray(w) for w in load_model(path).get_weights()]
+
+
+def metrics_of(run_dir):
+    with open(os.path.join(run_dir, "metrics.json")) as handle:
+        return json.load(handle)
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("quick") / "run"
+    return run_dir, run_train(run_dir)
+
+
+def test_quick_preset_learns_on_synthetic_data_and_writes_every_file(quick_run):
+    run_dir, result = quick_run
+    first_line = result.stdout.splitlines()[0]
+    assert "SYNTHETIC" in first_line and "quick" in first_line
+    metrics = metrics_of(run_dir)
+    test = metrics["test"]
+    assert {"accuracy", "balanced_accuracy", "f1", "auc", "pauc"} <= set(test)
+    assert test["auc"] >= 0.9, test
+    assert set(metrics["test_per_machine_id"]) == {"00", "02", "04", "06", "all"}
+    for name in ("config.json", "split.csv", "best.keras", "last.keras", "history.csv", "metrics.json"):
+        assert os.path.isfile(os.path.join(run_dir, name)), name
+    assert any(name.startswith("events") for _, _, files in os.walk(run_dir / "logs") for name in files)
+    history = open(run_dir / "history.csv").read().splitlines()
+    assert len(history) == 1 + 20 and "learning_rate" in history[0] and "val_auc" in history[0]
+    assert "Epoch 20/20" in result.stdout and "Done in" in result.stdout
+    saved_model = f"{run_dir}-models/pump_anomaly/1"
+    assert os.path.isfile(os.path.join(saved_model, "saved_model.pb"))
+    assert str(saved_model) in result.stdout
+
+
+def test_same_seed_gives_identical_metrics(quick_run, tmp_path):
+    first, _ = quick_run
+    second = tmp_path / "again"
+    run_train(second)
+    assert metrics_of(second) == metrics_of(first)
+    for a, b in zip(weights(first / "best.keras"), weights(second / "best.keras")):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result(quick_run, tmp_path):
+    reference, _ = quick_run
+    run_dir = tmp_path / "killed"
+    process = subprocess.Popen(train_command(run_dir), cwd=REPO_ROOT, env=ENV,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = run_dir / "state.json"
+    deadline = time.time() + 400
+    try:
+        while time.time() < deadline:
+            if state.exists() and json.loads(state.read_text())["epochs_completed"] >= 6:
+                break
+            assert process.poll() is None, "training ended before it could be interrupted"
+            time.sleep(0.2)
+        time.sleep(0.5)  # into the next epoch
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    completed = json.loads(state.read_text())["epochs_completed"]
+    assert 6 <= completed < 20
+    result = run_train(run_dir)
+    assert f"after epoch {completed} of 20" in result.stdout
+    assert metrics_of(run_dir) == metrics_of(reference)
+    for name in ("best.keras", "last.keras"):
+        for a, b in zip(weights(run_dir / name), weights(reference / name)):
+            np.testing.assert_array_equal(a, b)
+    assert open(run_dir / "history.csv").read() == open(reference / "history.csv").read()
+
+
+def test_another_config_in_the_run_directory_is_refused(quick_run):
+    run_dir, _ = quick_run
+    before = {name: os.path.getmtime(run_dir / name) for name in ("config.json", "best.keras", "metrics.json")}
+    result = run_train(run_dir, "--epochs", "3", check=False)
+    assert result.returncode == 2
+    assert "holds a run with another config" in result.stderr and "train.epochs: 20 -> 3" in result.stderr
+    assert before == {name: os.path.getmtime(run_dir / name) for name in before}
+
+
+def test_unknown_preset_and_option_are_clear_errors(tmp_path):
+    for extra, message in [(("--preset", "fast"), "Unknown preset 'fast'"),
+                           (("--set", "train.epoch=3"), "Unknown option train.epoch")]:
+        result = run_train(tmp_path / "run", *extra, check=False)
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_data_without_both_classes_is_refused_before_anything_is_written(tmp_path):
+    from pump_keras.config import SyntheticConfig
+    from pump_keras.data.synthetic import generate_dataset
+
+    data = tmp_path / "data"
+    generate_dataset(str(data), SyntheticConfig(clips_per_class=3, seconds=0.5, machine_ids=("00",)))
+    for path in (data / "0_dB_pump" / "pump" / "id_00" / "abnormal").iterdir():
+        path.unlink()
+    result = run_train(tmp_path / "run", "--data-dir", str(data), check=False)
+    assert result.returncode == 2
+    assert "no abnormal clips" in result.stderr, result.stderr
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
+def test_batch_larger_than_the_training_split_is_refused(tmp_path):
+    result = run_train(tmp_path / "run", "--batch-size", "1000", check=False)
+    assert result.returncode == 2
+    assert "batch_size 1000 is larger than the training split (224 clips)" in result.stderr, result.stderr
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
+def test_init_from_another_architecture_is_refused(tmp_path):
+    from pump_keras.models import build
+
+    other = tmp_path / "other.keras"
+    build("plain_cnn", input_shape=(64, 64, 3)).save(other)
+    result = run_train(tmp_path / "run", "--init-from", str(other), check=False)
+    assert result.returncode == 2
+    assert "architecture differs" in result.stderr and str(other) in result.stderr, result.stderr
+    assert not (tmp_path / "run" / "config.json").exists()

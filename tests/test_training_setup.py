@@ -1,0 +1,128 @@
+"""Training setup and recipe: model options, initial weights, reseeding, class weights, MixUp batches."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from pump_keras.config import ModelConfig, TrainConfig
+from pump_keras.models import build
+from pump_keras.training import recipe, setup
+from pump_keras.training.setup import InitError
+
+SHAPE = (64, 64, 3)
+SMALL = ModelConfig(width_multiplier=0.25, depth_multiplier=0.25)
+
+
+def test_model_options_pass_what_the_builder_takes():
+    options = setup.model_options(SMALL, SHAPE)
+    assert options["attention"] == "improved_cbam" and options["width_multiplier"] == 0.25
+    plain = setup.model_options(ModelConfig(name="plain_cnn", attention="improved_cbam"), SHAPE)
+    assert "attention" not in plain and plain["input_shape"] == SHAPE
+    with pytest.raises(ValueError, match="Model 'plain_cnn' has no option 'reduction'"):
+        setup.model_options(ModelConfig(name="plain_cnn", reduction=8), SHAPE)
+    with pytest.raises(ValueError, match="Unknown model 'effnet'"):
+        setup.model_options(ModelConfig(name="effnet"), SHAPE)
+
+
+def small_model():
+    return build("efficientnetv2_s", input_shape=SHAPE, **{k: v for k, v in setup.model_options(SMALL, SHAPE).items()
+                                                          if k != "input_shape"})
+
+
+def test_init_from_a_keras_file_and_a_run_directory(tmp_path):
+    source = small_model()
+    images = np.random.default_rng(0).random((2, *SHAPE), dtype=np.float32)
+    (tmp_path / "run").mkdir()
+    source.save(tmp_path / "run" / "best.keras")
+    for where in (tmp_path / "run" / "best.keras", tmp_path / "run"):
+        target = small_model()
+        assert "weights of" in setup.initialize_from(target, str(where))
+        np.testing.assert_array_equal(target.predict_on_batch(images), source.predict_on_batch(images))
+    with pytest.raises(InitError, match="without best.keras or last.keras"):
+        setup.initialize_from(small_model(), str(tmp_path))
+    with pytest.raises(InitError, match="does not exist"):
+        setup.initialize_from(small_model(), str(tmp_path / "nothing.keras"))
+
+
+def test_init_from_keras_applications_weights_by_name(tmp_path):
+    application = keras.applications.EfficientNetV2S(weights=None, include_top=False, input_shape=SHAPE)
+    path = tmp_path / "efficientnetv2-s_notop.weights.h5"
+    application.save_weights(path)
+    ours = build("efficientnetv2_s", attention="se", input_shape=SHAPE)
+    described = setup.initialize_from(ours, str(path))
+    assert "layers loaded" in described
+    np.testing.assert_array_equal(ours.get_layer("stem_conv").get_weights()[0],
+                                  application.get_layer("stem_conv").get_weights()[0])
+    with pytest.raises(InitError, match="cannot load it as keras.applications EfficientNetV2S"):
+        setup.initialize_from(small_model(), str(path))
+
+
+def test_reseed_makes_dropout_a_function_of_seed_and_epoch():
+    inputs = keras.Input((1000,))
+    model = keras.Model(inputs, keras.layers.Dropout(0.5)(inputs))
+    ones = np.ones((1, 1000), "float32")
+    draws = []
+    for epoch in (3, 3, 4):
+        setup.reseed(model, seed=7, epoch=epoch)
+        draws.append(keras.ops.convert_to_numpy(model(ones, training=True)))
+    np.testing.assert_array_equal(draws[0], draws[1])
+    assert not np.array_equal(draws[0], draws[2])
+
+
+def test_class_weights_balance_the_loss():
+    labels = [0] * 8 + [1] * 2
+    weights = recipe.class_weights(labels, "weights")
+    assert weights == {0: 10 / 16, 1: 10 / 4}
+    assert 8 * weights[0] == pytest.approx(2 * weights[1])
+    assert recipe.class_weights(labels, "none") == {0: 1.0, 1: 1.0}
+    with pytest.raises(ValueError, match="need both classes"):
+        recipe.class_weights([0, 0], "weights")
+
+
+def batches_of(epoch, alpha=0.2):
+    images = np.random.default_rng(0).random((8, 4, 4, 3), dtype=np.float32)
+    labels = np.array([0, 1] * 4, "float32")
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(8)
+    config = TrainConfig(mixup_alpha=alpha, seed=5)
+    return list(recipe.training_batches(dataset, config, {0: 0.5, 1: 2.0}, epoch).as_numpy_iterator())[0]
+
+
+def test_mixup_batches_are_seeded_per_epoch_and_weighted_by_mixed_labels():
+    images, labels, weights = batches_of(epoch=1)
+    assert labels.shape == (8, 1) and weights.shape == (8,)
+    assert np.all((labels >= 0) & (labels <= 1)) and not np.all(np.isin(labels, [0.0, 1.0]))
+    np.testing.assert_allclose(weights, 0.5 + 1.5 * labels[:, 0], rtol=1e-6)
+    again = batches_of(epoch=1)
+    for a, b in zip((images, labels, weights), again):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(labels, batches_of(epoch=2)[1])
+    _, plain, plain_weights = batches_of(epoch=1, alpha=0.0)
+    np.testing.assert_array_equal(plain[:, 0], [0, 1] * 4)
+    np.testing.assert_array_equal(plain_weights, [0.5, 2.0] * 4)
+
+
+def test_learning_rate_follows_the_cosine_from_initial_to_final():
+    schedule = recipe.learning_rate_schedule(TrainConfig(epochs=10, learning_rate=0.01, final_learning_rate=0.001), 5)
+    assert float(schedule(0)) == pytest.approx(0.01)
+    assert float(schedule(25)) == pytest.approx(0.0055)
+    assert float(schedule(50)) == pytest.approx(0.001)
+    optimizer = recipe.make_optimizer(TrainConfig(), 3)
+    assert isinstance(optimizer, keras.optimizers.SGD) and optimizer.momentum == 0.9
+    assert optimizer.weight_decay == pytest.approx(1e-4)
+    loss = recipe.make_loss(TrainConfig())
+    assert loss.from_logits and loss.label_smoothing == 0.1
+
+
+def test_mixed_precision_keeps_float32_logits_and_jit_compile_reaches_compile():
+    try:
+        setup.configure_runtime(TrainConfig(mixed_precision="bf16", deterministic=False))
+        assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+        model = small_model()
+        assert model.get_layer("block4a_improved_cbam").compute_dtype == "bfloat16"
+        logits = model(np.zeros((1, *SHAPE), "float32"))
+        assert keras.backend.standardize_dtype(logits.dtype) == "float32"
+        recipe.compile_model(model, TrainConfig(jit_compile=True), steps_per_epoch=1)
+        assert model.jit_compile is True
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
