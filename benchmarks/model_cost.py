@@ -31,24 +31,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 from pump_keras.models import build  # noqa: E402
-
-
-def count_flops(model: keras.Model, image_size: int) -> int:
-    """FLOPs of one forward pass, from the profiler over the traced graph."""
-    from tensorflow.python.framework.convert_to_constants import (
-        convert_variables_to_constants_v2,
-    )
-
-    spec = tf.TensorSpec([1, image_size, image_size, 3], tf.float32)
-    concrete = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
-    frozen = convert_variables_to_constants_v2(concrete)
-    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
-    options["output"] = "none"
-    profile = tf.compat.v1.profiler.profile(graph=frozen.graph, options=options)
-    return int(profile.total_float_ops)
+from pump_keras.models.cost import count_flops  # noqa: E402
 
 
 def timed(fn) -> float:
@@ -88,7 +73,7 @@ def main(argv=None) -> None:
             model.predict_on_batch(images)
 
     params = {name: model.count_params() for name, model in models.items()}
-    flops = {name: count_flops(model, args.image_size) for name, model in models.items()}
+    flops = {name: count_flops(model) for name, model in models.items()}
     train = {name: [] for name in models}
     infer = {name: [] for name in models}
     for _ in range(args.steps):

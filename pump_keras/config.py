@@ -329,6 +329,47 @@ class ExportConfig:
             raise ValueError(f"version must be a positive integer, got {self.version!r}.")
 
 
+THRESHOLD_CRITERIA = ("balanced_accuracy", "fpr")
+
+
+@dataclass
+class EvalConfig:
+    """How a run is evaluated (`pump_keras.evaluate`); it does not change training.
+
+    Attributes:
+        threshold_criterion: how the decision threshold is chosen on the
+            validation split: `"balanced_accuracy"` (its maximum) or `"fpr"`
+            (the lowest threshold whose false-alarm rate is at most `target_fpr`).
+        target_fpr: the false-alarm rate for `"fpr"`.
+        max_fpr: the pAUC's FPR limit (0.1, the DCASE convention).
+        bootstrap: bootstrap resamples for the confidence intervals (0: none).
+        confidence: the intervals' level.
+        seed: seed of the bootstrap.
+    """
+
+    threshold_criterion: str = "balanced_accuracy"
+    target_fpr: Optional[float] = None
+    max_fpr: float = 0.1
+    bootstrap: int = 1000
+    confidence: float = 0.95
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.threshold_criterion not in THRESHOLD_CRITERIA:
+            raise ValueError(f"threshold_criterion must be one of {THRESHOLD_CRITERIA}, "
+                             f"got {self.threshold_criterion!r}.")
+        if self.threshold_criterion == "fpr" and self.target_fpr is None:
+            raise ValueError("threshold_criterion 'fpr' needs target_fpr (e.g. 0.05).")
+        if self.target_fpr is not None and not 0.0 <= self.target_fpr < 1.0:
+            raise ValueError(f"target_fpr must lie in [0, 1), got {self.target_fpr}.")
+        if not 0.0 < self.max_fpr <= 1.0:
+            raise ValueError(f"max_fpr must lie in (0, 1], got {self.max_fpr}.")
+        if self.bootstrap < 0:
+            raise ValueError(f"bootstrap must be >= 0, got {self.bootstrap}.")
+        if not 0.0 < self.confidence < 1.0:
+            raise ValueError(f"confidence must lie in (0, 1), got {self.confidence}.")
+
+
 @dataclass
 class RunConfig:
     """Everything one training run is: the file written to `run_dir/config.json`.
@@ -338,6 +379,7 @@ class RunConfig:
         run_dir: where the run's files go; rerunning with the same config resumes.
         data, features, model, train, export: see their classes.
         synthetic: the recordings generated when `data.data_dir` is None.
+        evaluation: how `pump_keras.evaluate` scores the run.
     """
 
     preset: str = "paper"
@@ -348,6 +390,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
 
 
 def to_dict(config) -> dict:
@@ -370,6 +413,7 @@ __all__ = [
     "TrainConfig",
     "ExportConfig",
     "RunConfig",
+    "EvalConfig",
     "STRATEGIES",
     "MIXED_PRECISION",
     "to_dict",

@@ -183,12 +183,20 @@ def write_wav(path: str, samples: np.ndarray, sample_rate: int, extensible: bool
     atomic_write_bytes(path, b"RIFF" + struct.pack("<I", len(body)) + body)
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str, payload: bytes) -> None:
     """Writes `payload` to `path` through a temporary file and a rename."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
     try:
+        # mkstemp makes owner-only files; give the result the usual permissions.
+        os.fchmod(fd, 0o666 & ~_current_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
         os.replace(tmp, path)

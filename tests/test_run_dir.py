@@ -95,3 +95,15 @@ def test_splits_need_both_classes_and_a_full_batch():
         check_splits({"train": both * 4, "val": [Clip(0)]}, batch_size=8)
     with pytest.raises(TrainingError, match="batch_size 16 is larger than the training split \\(8 clips\\)"):
         check_splits({"train": both * 4, "val": both}, batch_size=16)
+
+
+def test_atomic_writes_get_the_usual_permissions(tmp_path):
+    from pump_keras.wavfile import atomic_write_bytes
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(str(tmp_path / "report.md"), b"# report\n")
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "report.md").st_mode & 0o777 == 0o644
+    assert os.listdir(tmp_path) == ["report.md"]

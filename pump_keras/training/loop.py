@@ -117,6 +117,16 @@ def evaluate_model(model: keras.Model, datasets: dict, splits: dict, predict=pre
 LAST_PENDING = "last.pending.keras"
 
 
+def write_scalars(log_dir: str, row: dict) -> None:
+    """Writes one epoch's logs as TensorBoard scalars (the custom loop's stand-in for the callback)."""
+    writer = tf.summary.create_file_writer(os.path.join(log_dir, "epochs"))
+    with writer.as_default():
+        for name, value in row.items():
+            if name != "epoch":
+                tf.summary.scalar(name, value, step=row["epoch"])
+    writer.close()
+
+
 def restore_checkpoint(model: keras.Model, run: RunDirectory, iterations: int) -> None:
     """Loads the checkpoint of the last completed epoch (model, optimizer) into `model`.
 
@@ -190,6 +200,7 @@ def train(config: RunConfig, log: Callable[[str], None] = print) -> TrainResult:
         if multiworker:
             row = {"epoch": epoch + 1, **custom_loop.run_epoch(
                 model, strategy, batches, evaluation["val"], epoch, config.train)}
+            write_scalars(run.file(RunDirectory.LOGS), row)
         else:
             history = model.fit(batches, validation_data=evaluation["val"], initial_epoch=epoch,
                                 epochs=epoch + 1, callbacks=callbacks, verbose=config.train.verbose)

@@ -1,0 +1,188 @@
+"""The paper's comparisons, regenerated: `python -m pump_keras.ablate --grid tables`.
+
+    python -m pump_keras.ablate --grid tables --seeds 3                   # quick preset, synthetic data
+    python -m pump_keras.ablate --grid tables --preset paper --data-dir /data/mimii --set "data.snr_db=[-6]" --seeds 5
+    python -m pump_keras.ablate --axis model.attention=se,improved_cbam --axis features.kind=spectrogram,mel
+
+A grid is one or more tables; a table is the product of its axes (a setting
+and its values). `tables` is the paper's three: Table 4 (backbones), Table 5
+(attention modules in EfficientNetV2-S) and Table 6 (features). Every cell
+trains K seeds (`train.seed` = 0..K-1; the split stays fixed, so the spread
+is the training's) as ordinary runs under `OUT/TABLE/CELL/seed-K`, so an
+interrupted grid resumes where it stopped and finished cells are not
+retrained. Writes `OUT/results.md` (mean +- std over seeds of test
+accuracy, AUC, pAUC, balanced accuracy and F1, beside parameters and FLOPs)
+and `OUT/results.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import statistics
+import sys
+from typing import Dict, List, Sequence, Tuple
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+METRICS = ("accuracy", "auc", "pauc", "balanced_accuracy", "f1")
+Axis = Tuple[str, Tuple[str, ...]]
+
+# The paper's tables as axes over the run config (values are YAML scalars).
+TABLES: Dict[str, List[Axis]] = {
+    "backbones": [("model.name", ("efficientnet_b0", "resnet50", "mobilevit", "efficientnetv2s_keras",
+                                  "efficientnetv2_s"))],
+    "attentions": [("model.attention", ("se", "cbam", "simam", "eca", "nam", "soca", "improved_cbam"))],
+    "features": [("features.kind", ("spectrogram", "mel", "log_frequency", "linear_frequency"))],
+}
+GRIDS = {"tables": ("backbones", "attentions", "features"), **{name: (name,) for name in TABLES}}
+
+
+def parse_axis(text: str) -> Axis:
+    """`"model.attention=se,cbam"` -> `("model.attention", ("se", "cbam"))`."""
+    key, sep, values = text.partition("=")
+    items = tuple(v.strip() for v in values.split(",") if v.strip())
+    if not sep or not key.strip() or not items:
+        raise ValueError(f"--axis {text!r} must look like section.field=value1,value2")
+    return key.strip(), items
+
+
+def cells(axes: Sequence[Axis]) -> List[Tuple[str, List[str]]]:
+    """Every cell of the product of `axes`: (name, overrides)."""
+    result = []
+    for values in itertools.product(*(values for _, values in axes)):
+        overrides = [f"{key}={value}" for (key, _), value in zip(axes, values)]
+        result.append(("+".join(str(v) for v in values), overrides))
+    return result
+
+
+def mean_std(values: Sequence[float]) -> str:
+    """`"0.912 +- 0.013"` (sample std over seeds), or the value alone for one seed."""
+    values = [v for v in values if v == v]
+    if not values:
+        return "n/a"
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} +- {statistics.stdev(values):.3f}"
+
+
+def model_cost(run_dir: str) -> Dict[str, float]:
+    """Parameters and forward GFLOPs per image of a run's model."""
+    from pump_keras.models import load_model
+    from pump_keras.models.cost import count_flops
+
+    model = load_model(os.path.join(run_dir, "best.keras"))
+    return {"params": model.count_params(), "gflops": count_flops(model) / 1e9}
+
+
+def run_cell(base_overrides: List[str], overrides: List[str], preset: str, config_path, run_dir: str,
+             seed: int, log) -> dict:
+    """Trains (or resumes, or reads) one seed of one cell; returns its test metrics."""
+    import keras
+
+    from pump_keras.config_io import load_config
+    from pump_keras.training.loop import train
+
+    metrics_path = os.path.join(run_dir, "metrics.json")
+    if os.path.exists(metrics_path):
+        with open(metrics_path, encoding="utf-8") as handle:
+            return json.load(handle)["test"]
+    config = load_config(preset, config_path, [*base_overrides, *overrides, f"train.seed={seed}",
+                                               f"run_dir={run_dir}", "export.enabled=false"])
+    keras.backend.clear_session()
+    return train(config, log=log).metrics["test"]
+
+
+def run_grid(tables: Dict[str, List[Axis]], seeds: int, out_dir: str, preset: str = "quick",
+             config_path=None, overrides: Sequence[str] = (), log=print) -> dict:
+    """Runs every cell of every table for `seeds` seeds; writes and returns the results."""
+    from pump_keras.config import to_dict
+    from pump_keras.config_io import load_config
+    from pump_keras.data.synthetic import generate_dataset
+    from pump_keras.wavfile import atomic_write_bytes
+
+    base = list(overrides)
+    config = load_config(preset, config_path, base)
+    if config.data.data_dir is None:
+        data_dir = os.path.join(out_dir, "synthetic")
+        marker = os.path.join(data_dir, "synthetic.json")
+        if not os.path.exists(marker):
+            generate_dataset(data_dir, config.synthetic)
+            atomic_write_bytes(marker, json.dumps(to_dict(config.synthetic)).encode())
+        base.append(f"data.data_dir={data_dir}")
+        log(f"Ablation on SYNTHETIC recordings in {data_dir} (a demonstration, not real data).")
+    results = {}
+    for table, axes in tables.items():
+        rows = {}
+        for name, cell_overrides in cells(axes):
+            per_seed = []
+            for seed in range(seeds):
+                run_dir = os.path.join(out_dir, table, name, f"seed-{seed}")
+                log(f"[{table}] {name} seed {seed}: {run_dir}")
+                per_seed.append(run_cell(base, cell_overrides, preset, config_path, run_dir, seed,
+                                         log=lambda message: None))
+            cost = model_cost(os.path.join(out_dir, table, name, "seed-0"))
+            rows[name] = {"overrides": cell_overrides, "seeds": per_seed, **cost,
+                          **{metric: mean_std([s[metric] for s in per_seed]) for metric in METRICS}}
+        results[table] = {"axes": [[key, list(values)] for key, values in axes], "rows": rows}
+    atomic_write_bytes(os.path.join(out_dir, "results.json"), (json.dumps(results, indent=2) + "\n").encode())
+    atomic_write_bytes(os.path.join(out_dir, "results.md"), markdown(results, seeds, preset).encode())
+    return results
+
+
+def markdown(results: dict, seeds: int, preset: str) -> str:
+    """The results as Markdown tables, one per table."""
+    lines = [f"# Ablation ({preset} preset, {seeds} seed{'s' if seeds > 1 else ''}; test split, mean +- std)", ""]
+    for table, result in results.items():
+        axes = ", ".join(key for key, _ in result["axes"])
+        lines += [f"## {table} ({axes})", "",
+                  "| cell | params | GFLOPs/img | accuracy | AUC | pAUC | balanced accuracy | F1 |",
+                  "| --- | ---: | ---: | --- | --- | --- | --- | --- |"]
+        for name, row in result["rows"].items():
+            lines.append(f"| {name} | {row['params']:,} | {row['gflops']:.3f} | "
+                         + " | ".join(row[m] for m in METRICS) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI's argument parser."""
+    parser = argparse.ArgumentParser(prog="python -m pump_keras.ablate", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--grid", choices=sorted(GRIDS), help="the paper's tables (default: tables)")
+    parser.add_argument("--axis", action="append", default=[], metavar="SECTION.FIELD=V1,V2",
+                        help="a custom table: the product of these axes (repeatable)")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--out", default="runs/ablate")
+    parser.add_argument("--preset", default="quick")
+    parser.add_argument("--config")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE")
+    return parser
+
+
+def main(argv=None) -> int:
+    """Runs the CLI; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.axis:
+            if args.grid:
+                raise ValueError("give either --grid or --axis, not both")
+            tables = {"custom": [parse_axis(text) for text in args.axis]}
+        else:
+            tables = {name: TABLES[name] for name in GRIDS[args.grid or "tables"]}
+        if args.seeds < 1:
+            raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+        overrides = list(args.set) + ([f"data.data_dir={args.data_dir}"] if args.data_dir else [])
+        run_grid(tables, args.seeds, args.out, args.preset, args.config, overrides)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(open(os.path.join(args.out, "results.md"), encoding="utf-8").read())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

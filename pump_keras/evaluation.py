@@ -1,0 +1,284 @@
+"""Evaluate a training run honestly: metrics with confidence intervals, baselines, plots, a one-page report.
+
+`evaluate_run` scores the run's best model on a split, picks the decision
+threshold on the validation split (`EvalConfig`), saves it for export, and
+writes `RUN/report/`: `evaluation.json`, `report.md` and its PNGs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from pump_keras import metrics
+from pump_keras.config import EvalConfig, RunConfig, replace
+from pump_keras.config_io import config_from_json
+from pump_keras.wavfile import atomic_write_bytes
+
+REPORT_DIR = "report"
+THRESHOLD_FILE = "threshold.json"
+INTERVAL_METRICS = ("accuracy", "balanced_accuracy", "f1", "auc", "pauc")
+
+
+class EvaluationError(ValueError):
+    """A run or data that cannot be evaluated; the message says which and why."""
+
+
+def load_run_config(run_dir: str) -> RunConfig:
+    """The `RunConfig` saved in `run_dir/config.json`."""
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.exists(path):
+        raise EvaluationError(f"{run_dir} holds no config.json: not a pump_keras run directory.")
+    with open(path, encoding="utf-8") as handle:
+        return config_from_json(handle.read())
+
+
+def sigmoid(logit: float) -> float:
+    """The probability of a logit, without overflow."""
+    return 0.5 * (1.0 + math.tanh(0.5 * logit))
+
+
+def choose_threshold(labels, scores, config: EvalConfig) -> float:
+    """The decision threshold on validation scores, by `config.threshold_criterion`."""
+    return metrics.best_threshold(labels, scores, criterion=config.threshold_criterion,
+                                  target_fpr=config.target_fpr)
+
+
+def _at_threshold(name: str, threshold: float) -> Callable:
+    def metric(labels, scores):
+        return metrics.binary_metrics(labels, scores, threshold)[name]
+    return metric
+
+
+def metrics_with_intervals(labels, scores, threshold: float, config: EvalConfig) -> dict:
+    """`binary_metrics` plus `{name}_ci: [low, high]` bootstrap intervals for the headline metrics."""
+    result = metrics.binary_metrics(labels, scores, threshold, max_fpr=config.max_fpr)
+    if config.bootstrap <= 0:
+        return result
+    functions = {
+        "accuracy": _at_threshold("accuracy", threshold),
+        "balanced_accuracy": _at_threshold("balanced_accuracy", threshold),
+        "f1": _at_threshold("f1", threshold),
+        "auc": metrics.roc_auc,
+        "pauc": lambda y, s: metrics.partial_auc(y, s, config.max_fpr),
+    }
+    for name, function in functions.items():
+        low, high = metrics.bootstrap_ci(labels, scores, function, n_boot=config.bootstrap,
+                                         confidence=config.confidence, seed=config.seed)
+        result[f"{name}_ci"] = [low, high]
+    return result
+
+
+def snr_name(snr_db: Optional[float]) -> str:
+    """`"-6 dB"`, or `"n/a"` for recordings without an SNR folder (DCASE)."""
+    return "n/a" if snr_db is None else f"{snr_db:g} dB"
+
+
+def score_records(model, records: Sequence, config: RunConfig, cache_dir: Optional[str], name: str) -> np.ndarray:
+    """Logits of `records` (unshuffled tf.data pipeline, cached under `cache_dir`)."""
+    from pump_keras.data.pipeline import make_dataset
+
+    dataset = make_dataset(records, config.features, config.data, training=False, cache_dir=cache_dir, name=name)
+    logits = model.predict(dataset.map(lambda images, labels: images), verbose=0)
+    return np.asarray(logits, dtype=np.float64).reshape(-1)
+
+
+def eval_records(config: RunConfig, run_dir: str, data_dir: Optional[str], split: str) -> Dict[str, List]:
+    """The run's own val split, and the records to evaluate: the run's `split`, or that split of `data_dir`."""
+    from pump_keras.data.prepare import prepare_splits
+    from pump_keras.data.split import read_manifest
+
+    own = read_manifest(os.path.join(run_dir, "split.csv"))
+    if data_dir is None:
+        records = own.get(split) or []
+    else:
+        other = prepare_splits(replace(config.data, data_dir=data_dir), config.features, None)
+        records = other.get(split) or []
+    if not records:
+        raise EvaluationError(f"The {split!r} split of {data_dir or run_dir} holds no clips.")
+    return {"val": own["val"], "eval": records}
+
+
+def evaluate_run(run_dir: str, data_dir: Optional[str] = None, split: str = "test",
+                 config: Optional[EvalConfig] = None, plots: bool = True,
+                 baselines: bool = True, log: Callable[[str], None] = print) -> dict:
+    """Evaluates the run in `run_dir`; writes `run_dir/report/` and `run_dir/threshold.json`; returns the results."""
+    from pump_keras.models import load_model
+
+    run_config = load_run_config(run_dir)
+    eval_config = config or run_config.evaluation
+    best = os.path.join(run_dir, "best.keras")
+    if not os.path.exists(best):
+        raise EvaluationError(f"{run_dir} holds no best.keras: train it first (python -m pump_keras.train).")
+    records = eval_records(run_config, run_dir, data_dir, split)
+    model = load_model(best)
+    cache_dir = os.path.join(run_dir, "cache")
+    val_scores = score_records(model, records["val"], run_config, cache_dir, "val")
+    eval_name = split if data_dir is None else f"external-{split}"  # cache files are keyed by the clips too
+    scores = score_records(model, records["eval"], run_config, cache_dir, eval_name)
+    val_labels = np.array([r.label for r in records["val"]])
+    labels = np.array([r.label for r in records["eval"]])
+    threshold = choose_threshold(val_labels, val_scores, eval_config)
+    threshold_info = {"threshold_logit": threshold, "threshold_probability": sigmoid(threshold),
+                      "criterion": eval_config.threshold_criterion, "target_fpr": eval_config.target_fpr,
+                      "chosen_on": "val"}
+    atomic_write_bytes(os.path.join(run_dir, THRESHOLD_FILE), (json.dumps(threshold_info, indent=2) + "\n").encode())
+
+    machine_ids = [r.machine_id for r in records["eval"]]
+    snrs = [snr_name(r.snr_db) for r in records["eval"]]
+    result = {
+        "run_dir": os.path.abspath(run_dir),
+        "data_dir": os.path.abspath(data_dir or run_config.data.data_dir or os.path.join(run_dir, "synthetic")),
+        "synthetic": data_dir is None and run_config.data.data_dir is None,
+        "split": split,
+        "n_clips": int(labels.size),
+        "abnormal_share": float(labels.mean()),
+        "threshold": threshold_info,
+        "evaluation": json.loads(json.dumps(eval_config.__dict__)),
+        "model": metrics_with_intervals(labels, scores, threshold, eval_config),
+        "per_machine_id": metrics.grouped_metrics(labels, scores, machine_ids, threshold, max_fpr=eval_config.max_fpr),
+        "per_snr": metrics.grouped_metrics(labels, scores, snrs, threshold, max_fpr=eval_config.max_fpr),
+    }
+    if baselines:
+        result["baselines"] = baseline_results(records, run_config, eval_config, labels, val_labels, run_dir)
+    report_dir = os.path.join(run_dir, REPORT_DIR)
+    os.makedirs(report_dir, exist_ok=True)
+    figures = {}
+    if plots:
+        figures = draw_figures(model, run_dir, report_dir, run_config, records["eval"], labels, scores, threshold)
+    result["figures"] = figures
+    atomic_write_bytes(os.path.join(report_dir, "evaluation.json"),
+                       (json.dumps(result, indent=2, default=float) + "\n").encode())
+    write_report(result, os.path.join(report_dir, "report.md"))
+    log(f"Report: {os.path.join(report_dir, 'report.md')}")
+    return result
+
+
+def baseline_results(records: dict, run_config: RunConfig, eval_config: EvalConfig,
+                     labels: np.ndarray, val_labels: np.ndarray, run_dir: str) -> dict:
+    """The majority class and the log-mel logistic regression, thresholds chosen on val like the model's."""
+    from pump_keras import baselines
+    from pump_keras.data.split import read_manifest
+
+    splits = read_manifest(os.path.join(run_dir, "split.csv"))
+    splits = {**splits, "eval": records["eval"]}
+    scores = baselines.run_baselines(splits, run_config.features, eval_split="eval",
+                                     cache_dir=os.path.join(run_dir, "cache"))
+    train_labels = np.array([r.label for r in splits["train"]])
+    predicts_abnormal = train_labels.mean() > 0.5
+    constant = float(scores["majority"][0])
+    results = {
+        "majority": metrics_with_intervals(labels, scores["majority"],
+                                           constant if predicts_abnormal else constant + 1.0,
+                                           replace(eval_config, bootstrap=0)),
+    }
+    threshold = choose_threshold(val_labels, scores["logistic_regression_val"], eval_config)
+    results["logistic_regression"] = metrics_with_intervals(labels, scores["logistic_regression"], threshold, eval_config)
+    return results
+
+
+def draw_figures(model, run_dir: str, report_dir: str, run_config: RunConfig, records: Sequence,
+                 labels: np.ndarray, scores: np.ndarray, threshold: float) -> Dict[str, str]:
+    """Writes the report's PNGs; returns {figure: file name}."""
+    import tensorflow as tf
+
+    from pump_keras import plots
+    from pump_keras.features import to_backbone_channels, wav_bytes_to_image
+
+    figures = {}
+
+    def path(name):
+        figures[name] = f"{name}.png"
+        return os.path.join(report_dir, figures[name])
+
+    plots.plot_roc(labels, scores, threshold, path("roc"), max_fpr=run_config.evaluation.max_fpr)
+    plots.plot_confusion(labels, scores, threshold, path("confusion"))
+    plots.plot_score_histograms(labels, scores, threshold, path("scores"))
+    history = os.path.join(run_dir, "history.csv")
+    if os.path.exists(history):
+        plots.plot_training_curves(history, path("training_curves"))
+
+    def image_of(record):
+        return wav_bytes_to_image(tf.io.read_file(record.path), run_config.features).numpy()[..., 0]
+
+    examples, chosen = [], set()
+    for record in records:
+        key = (record.machine_id, record.label)
+        if key not in chosen:
+            chosen.add(key)
+            examples.append({"title": f"id_{record.machine_id} {'abnormal' if record.label else 'normal'}",
+                             "image": image_of(record), "machine_id": record.machine_id, "label": record.label})
+    plots.plot_spectrogram_examples(sorted(examples, key=lambda e: (e["machine_id"], e["label"])),
+                                    path("spectrograms"))
+    abnormal = [i for i, label in enumerate(labels) if label == 1]
+    if abnormal:
+        top = max(abnormal, key=lambda i: scores[i])
+        image = image_of(records[top])
+        model_input = to_backbone_channels(tf.constant(image[..., None]), run_config.features).numpy()
+        heatmap = plots.grad_cam(model, model_input)
+        plots.plot_explanation(image, heatmap, path("explanation"),
+                               title=f"{os.path.basename(records[top].path)} (id_{records[top].machine_id}), "
+                                     f"score {sigmoid(scores[top]):.2f}: Grad-CAM")
+    return figures
+
+
+def _format(entry: dict, name: str) -> str:
+    value = entry.get(name, float("nan"))
+    text = "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+    interval = entry.get(f"{name}_ci")
+    if interval and not any(v is None or math.isnan(v) for v in interval):
+        text += f" [{interval[0]:.3f}, {interval[1]:.3f}]"
+    return text
+
+
+def _table(rows: Dict[str, dict], columns: Sequence[str], first: str) -> List[str]:
+    lines = [f"| {first} | " + " | ".join(columns) + " |", "|" + " --- |" * (len(columns) + 1)]
+    for name, entry in rows.items():
+        lines.append(f"| {name} | " + " | ".join(_format(entry, c) for c in columns) + " |")
+    return lines
+
+
+def write_report(result: dict, path: str) -> None:
+    """The one-page Markdown report of an evaluation, next to its PNGs."""
+    threshold = result["threshold"]
+    columns = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "auc", "pauc")
+    model = result["model"]
+    lines = [
+        f"# Evaluation of {os.path.basename(result['run_dir'])}",
+        "",
+        f"Data: `{result['data_dir']}`, split `{result['split']}`: {result['n_clips']} clips, "
+        f"{100 * result['abnormal_share']:.1f} % abnormal. Threshold: logit {threshold['threshold_logit']:.3f} "
+        f"(probability {threshold['threshold_probability']:.3f}), chosen on the validation split by "
+        f"{threshold['criterion']}" + (f" (target FPR {threshold['target_fpr']})" if threshold['target_fpr'] is not None else "")
+        + f". pAUC: FPR <= {result['evaluation']['max_fpr']} (DCASE). "
+        + (f"Brackets: {100 * result['evaluation']['confidence']:.0f} % bootstrap intervals over clips "
+           f"({result['evaluation']['bootstrap']} resamples)." if result['evaluation']['bootstrap'] else
+           "No confidence intervals (bootstrap 0)."),
+        "",
+    ]
+    if result.get("synthetic"):
+        lines += ["**Synthetic recordings**: these figures show that the machinery works; they say nothing "
+                  "about real pumps.", ""]
+    lines += [
+        "## Model and baselines (same split)",
+        "",
+    ]
+    rows = {"model": model}
+    for name, entry in result.get("baselines", {}).items():
+        rows[name.replace("_", " ")] = entry
+    lines += _table(rows, columns, "")
+    lines += ["", "A majority-class predictor scores the share of normal clips as accuracy; a model is only "
+              "worth deploying where it beats the log-mel logistic regression.", ""]
+    lines += ["## Confusion matrix", "", "| | predicted normal | predicted abnormal |", "| --- | --- | --- |",
+              f"| normal | {model['tn']} | {model['fp']} |", f"| abnormal | {model['fn']} | {model['tp']} |", ""]
+    lines += ["## Per machine id", ""] + _table(result["per_machine_id"], columns, "machine id") + [""]
+    lines += ["## Per SNR", ""] + _table(result["per_snr"], columns, "SNR") + [""]
+    if result.get("figures"):
+        lines += ["## Figures", ""]
+        for name, file in result["figures"].items():
+            lines += [f"![{name.replace('_', ' ')}]({file})", ""]
+    atomic_write_bytes(path, "\n".join(lines).encode())

@@ -1,0 +1,91 @@
+"""`python -m pump_keras.evaluate` on a small trained run: threshold, intervals, baselines, report."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from pump_keras import metrics
+from pump_keras.config import EvalConfig
+from pump_keras.evaluation import choose_threshold, metrics_with_intervals, sigmoid
+from tests.conftest import REPO_ROOT
+
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def cli(module, *arguments):
+    return subprocess.run([sys.executable, "-m", module, *arguments], cwd=REPO_ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("evaluate") / "run"
+    result = cli("pump_keras.train", "--run-dir", str(run_dir), "--epochs", "3", "--no-export", "--verbose", "0",
+                 "--set", "synthetic.clips_per_class=16")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return run_dir
+
+
+def test_evaluate_writes_threshold_report_and_baselines(small_run):
+    result = cli("pump_keras.evaluate", "--run-dir", str(small_run), "--bootstrap", "200")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "logistic_regression" in result.stdout and "majority" in result.stdout
+    report_dir = small_run / "report"
+    evaluation = json.loads((report_dir / "evaluation.json").read_text())
+    threshold = json.loads((small_run / "threshold.json").read_text())
+    assert threshold["criterion"] == "balanced_accuracy" and threshold["chosen_on"] == "val"
+    assert threshold["threshold_probability"] == pytest.approx(sigmoid(threshold["threshold_logit"]))
+    model = evaluation["model"]
+    for name in ("accuracy", "balanced_accuracy", "f1", "auc", "pauc"):
+        low, high = model[f"{name}_ci"]
+        assert low <= model[name] <= high, name
+    assert model["tn"] + model["fp"] + model["fn"] + model["tp"] == evaluation["n_clips"]
+    assert set(evaluation["per_machine_id"]) == {"00", "02", "04", "06", "all"}
+    assert set(evaluation["per_snr"]) == {"6 dB", "all"}
+    majority = evaluation["baselines"]["majority"]
+    assert majority["auc"] == 0.5 and majority["recall"] == 0.0
+    assert majority["accuracy"] == pytest.approx(1 - evaluation["abnormal_share"])
+    assert 0.0 <= evaluation["baselines"]["logistic_regression"]["auc"] <= 1.0
+    report = (report_dir / "report.md").read_text()
+    assert "## Model and baselines (same split)" in report and "| logistic regression |" in report
+    for figure in ("roc", "confusion", "scores", "training_curves", "spectrograms", "explanation"):
+        png = report_dir / f"{figure}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", figure
+        assert f"({figure}.png)" in report
+
+
+def test_false_alarm_criterion_and_bad_run_directory(small_run, tmp_path):
+    result = cli("pump_keras.evaluate", "--run-dir", str(small_run), "--criterion", "fpr", "--target-fpr", "0.0",
+                 "--bootstrap", "0", "--no-plots", "--no-baselines")
+    assert result.returncode == 0, result.stderr[-3000:]
+    evaluation = json.loads((small_run / "report" / "evaluation.json").read_text())
+    assert evaluation["threshold"]["criterion"] == "fpr"
+    result = cli("pump_keras.evaluate", "--run-dir", str(tmp_path))
+    assert result.returncode == 2 and "not a pump_keras run directory" in result.stderr
+    result = cli("pump_keras.evaluate", "--run-dir", str(small_run), "--criterion", "fpr")
+    assert result.returncode == 2 and "needs target_fpr" in result.stderr
+
+
+def test_threshold_criteria_on_a_hand_example():
+    labels = np.array([0, 0, 0, 0, 1, 1])
+    scores = np.array([0.1, 0.2, 0.3, 0.8, 0.7, 0.9])
+    # Balanced accuracy: >= 0.7 flags 0.7, 0.8, 0.9: TPR 1, TNR 3/4 -> 0.875, the best.
+    assert choose_threshold(labels, scores, EvalConfig()) == 0.7
+    # At most 0 false alarms: only >= 0.9 (0.8 is normal).
+    assert choose_threshold(labels, scores, EvalConfig(threshold_criterion="fpr", target_fpr=0.0)) == 0.9
+
+
+def test_intervals_are_the_bootstrap_of_each_metric():
+    rng = np.random.default_rng(0)
+    labels = np.array([0] * 60 + [1] * 20)
+    scores = labels + rng.normal(0, 0.8, labels.size)
+    config = EvalConfig(bootstrap=300, seed=4)
+    result = metrics_with_intervals(labels, scores, 0.5, config)
+    expected = metrics.bootstrap_ci(labels, scores, metrics.roc_auc, n_boot=300, confidence=0.95, seed=4)
+    assert result["auc_ci"] == list(expected)
+    assert result["auc_ci"][0] < result["auc"] < result["auc_ci"][1]
+    assert "auc_ci" not in metrics_with_intervals(labels, scores, 0.5, EvalConfig(bootstrap=0))
