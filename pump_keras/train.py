@@ -119,17 +119,11 @@ def _exported(config) -> bool:
 
 def export_run(config, result) -> str:
     """Exports the run's best model to `export.out_dir/name/version/`; records it in the run directory."""
-    from pump_keras.export import export_saved_model
-    from pump_keras.models import load_model
+    from pump_keras.export import export_run as export
     from pump_keras.training.run_dir import RunDirectory
 
-    run = RunDirectory(config.run_dir)
-    model = load_model(run.file(RunDirectory.BEST))
-    threshold = result.metrics.get("threshold_probability", 0.5)
-    path = export_saved_model(model, config.features, config.export.out_dir, config.export.name,
-                              config.export.version, threshold=threshold,
-                              metadata={"run_dir": os.path.abspath(config.run_dir)})
-    run.write_json("export.json", {"saved_model": os.path.abspath(path), "threshold": threshold})
+    path = export(config.run_dir, os.path.join(config.export.out_dir, config.export.name), config.export.version)
+    RunDirectory(config.run_dir).write_json("export.json", {"saved_model": os.path.abspath(path)})
     return path
 
 

@@ -40,7 +40,7 @@ def _hidden_units(channels: int, reduction: int) -> int:
 
 def _fresh(initializer):
     """A new instance of `initializer`: unseeded ones draw a new seed, so two kernels never share values."""
-    return keras.initializers.get(keras.initializers.serialize(initializer))
+    return initializer.__class__.from_config(initializer.get_config())
 
 
 def _add_bottleneck(layer, channels: int, hidden: int, prefix: str, kernel_initializer) -> tuple:
