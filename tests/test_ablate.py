@@ -17,11 +17,20 @@ COMMAND = ["--axis", "model.attention=se,improved_cbam", "--axis", "features.kin
 
 
 def ablate(out, *extra):
+    """The CLI in a subprocess (its first call: the real entry point)."""
     return subprocess.run([sys.executable, "-m", "pump_keras.ablate", "--out", str(out), *COMMAND, *extra],
                           cwd=REPO_ROOT, env=ENV, capture_output=True, text=True, timeout=900)
 
 
-def test_two_by_two_grid_runs_and_resumes_per_cell(tmp_path):
+def ablate_here(out, capsys):
+    """The CLI in this process; returns (status, stderr)."""
+    from pump_keras.ablate import main
+
+    status = main(["--out", str(out), *COMMAND])
+    return status, capsys.readouterr().err
+
+
+def test_two_by_two_grid_runs_and_resumes_per_cell(tmp_path, capsys):
     out = tmp_path / "ablate"
     result = ablate(out)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
@@ -41,8 +50,8 @@ def test_two_by_two_grid_runs_and_resumes_per_cell(tmp_path):
     before = os.path.getmtime(kept)
     removed = out / "custom" / "se+spectrogram" / "seed-0" / "metrics.json"
     removed.unlink()
-    again = ablate(out)
-    assert again.returncode == 0, again.stderr[-3000:]
+    status, errors = ablate_here(out, capsys)
+    assert status == 0, errors[-3000:]
     assert os.path.getmtime(kept) == before
     assert removed.exists()
     assert json.loads((out / "results.json").read_text())["custom"]["rows"]["se+mel"] == rows["se+mel"]

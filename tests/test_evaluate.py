@@ -30,10 +30,19 @@ def small_run(tmp_path_factory):
     return run_dir
 
 
-def test_evaluate_writes_threshold_report_and_baselines(small_run):
-    result = cli("pump_keras.evaluate", "--run-dir", str(small_run), "--bootstrap", "200")
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "logistic_regression" in result.stdout and "majority" in result.stdout
+def evaluate(capsys, *arguments):
+    """`python -m pump_keras.evaluate ARGUMENTS` in this process; returns (status, stdout, stderr)."""
+    from pump_keras.evaluate import main
+
+    status = main(list(arguments))
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_evaluate_writes_threshold_report_and_baselines(small_run, capsys):
+    status, out, errors = evaluate(capsys, "--run-dir", str(small_run), "--bootstrap", "200")
+    assert status == 0, errors[-3000:]
+    assert "logistic_regression" in out and "majority" in out
     report_dir = small_run / "report"
     evaluation = json.loads((report_dir / "evaluation.json").read_text())
     threshold = json.loads((small_run / "threshold.json").read_text())
@@ -58,16 +67,16 @@ def test_evaluate_writes_threshold_report_and_baselines(small_run):
         assert f"({figure}.png)" in report
 
 
-def test_false_alarm_criterion_and_bad_run_directory(small_run, tmp_path):
-    result = cli("pump_keras.evaluate", "--run-dir", str(small_run), "--criterion", "fpr", "--target-fpr", "0.0",
-                 "--bootstrap", "0", "--no-plots", "--no-baselines")
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_false_alarm_criterion_and_bad_run_directory(small_run, tmp_path, capsys):
+    status, _, errors = evaluate(capsys, "--run-dir", str(small_run), "--criterion", "fpr", "--target-fpr", "0.0",
+                                 "--bootstrap", "0", "--no-plots", "--no-baselines")
+    assert status == 0, errors[-3000:]
     evaluation = json.loads((small_run / "report" / "evaluation.json").read_text())
     assert evaluation["threshold"]["criterion"] == "fpr"
-    result = cli("pump_keras.evaluate", "--run-dir", str(tmp_path))
-    assert result.returncode == 2 and "not a pump_keras run directory" in result.stderr
-    result = cli("pump_keras.evaluate", "--run-dir", str(small_run), "--criterion", "fpr")
-    assert result.returncode == 2 and "needs target_fpr" in result.stderr
+    status, _, errors = evaluate(capsys, "--run-dir", str(tmp_path))
+    assert status == 2 and "not a pump_keras run directory" in errors
+    status, _, errors = evaluate(capsys, "--run-dir", str(small_run), "--criterion", "fpr")
+    assert status == 2 and "needs target_fpr" in errors
 
 
 def test_threshold_criteria_on_a_hand_example():

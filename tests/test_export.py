@@ -22,7 +22,7 @@ FEATURES = FeatureConfig(image_size=64)
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """The session's tiny exported model (its logits spread wide, so score comparisons bite)."""
+    """The tiny exported model shared by the export and predict tests (its logits spread wide, so score comparisons bite)."""
     files = tiny_model_files(tmp_path_factory)
     return load_model(files.keras_file), files.saved_model
 
@@ -117,7 +117,7 @@ def test_versions_count_up_and_a_failed_export_leaves_nothing(exported, monkeypa
     assert export.next_version(folder) == 2
 
 
-def test_export_cli_takes_the_threshold_chosen_on_validation(exported, tmp_path):
+def test_export_cli_takes_the_threshold_chosen_on_validation(exported, tmp_path, capsys):
     from pump_keras.config import RunConfig, replace
     from pump_keras.config_io import config_to_json
 
@@ -129,12 +129,11 @@ def test_export_cli_takes_the_threshold_chosen_on_validation(exported, tmp_path)
     model.save(run_dir / "best.keras")
     (run_dir / "threshold.json").write_text(json.dumps({"threshold_probability": 0.73}))
     out = tmp_path / "models" / "pump"
-    result = subprocess.run([sys.executable, "-m", "pump_keras.export", "--run-dir", str(run_dir),
-                             "--out", str(out), "--version", "4"], capture_output=True, text=True,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert export.main(["--run-dir", str(run_dir), "--out", str(out), "--version", "4"]) == 0, \
+        capsys.readouterr().err[-3000:]
+    assert capsys.readouterr().out.strip() == str(out / "4")
     metadata = json.load(open(out / "4" / "assets.extra" / export.METADATA_NAME))
     assert metadata["threshold"] == 0.73 and metadata["threshold_source"].startswith("threshold.json")
     missing = subprocess.run([sys.executable, "-m", "pump_keras.export", "--run-dir", str(tmp_path / "none"),
                               "--out", str(out)], capture_output=True, text=True, timeout=300)
-    assert missing.returncode == 2 and "not a pump_keras run directory" in missing.stderr
+    assert missing.returncode == 2 and "not a pump_keras run directory" in missing.stderr  # the real CLI

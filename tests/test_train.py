@@ -127,15 +127,23 @@ def test_another_config_in_the_run_directory_is_refused(quick_run):
     assert before == {name: os.path.getmtime(run_dir / name) for name in before}
 
 
-def test_unknown_preset_and_option_are_clear_errors(tmp_path):
+def cli_error(capsys, run_dir, *extra):
+    """Runs the CLI in this process (the errors come before any training); returns (status, stderr)."""
+    from pump_keras.train import main
+
+    status = main(["--run-dir", str(run_dir), "--verbose", "0", *extra])
+    return status, capsys.readouterr().err
+
+
+def test_unknown_preset_and_option_are_clear_errors(tmp_path, capsys):
     for extra, message in [(("--preset", "fast"), "Unknown preset 'fast'"),
                            (("--set", "train.epoch=3"), "Unknown option train.epoch")]:
-        result = run_train(tmp_path / "run", *extra, check=False)
-        assert result.returncode == 2 and message in result.stderr, result.stderr
+        status, errors = cli_error(capsys, tmp_path / "run", *extra)
+        assert status == 2 and message in errors, errors
     assert not (tmp_path / "run").exists()
 
 
-def test_data_without_both_classes_is_refused_before_anything_is_written(tmp_path):
+def test_data_without_both_classes_is_refused_before_anything_is_written(tmp_path, capsys):
     from pump_keras.config import SyntheticConfig
     from pump_keras.data.synthetic import generate_dataset
 
@@ -143,25 +151,24 @@ def test_data_without_both_classes_is_refused_before_anything_is_written(tmp_pat
     generate_dataset(str(data), SyntheticConfig(clips_per_class=3, seconds=0.5, machine_ids=("00",)))
     for path in (data / "0_dB_pump" / "pump" / "id_00" / "abnormal").iterdir():
         path.unlink()
-    result = run_train(tmp_path / "run", "--data-dir", str(data), check=False)
-    assert result.returncode == 2
-    assert "no abnormal clips" in result.stderr, result.stderr
+    status, errors = cli_error(capsys, tmp_path / "run", "--data-dir", str(data))
+    assert status == 2 and "no abnormal clips" in errors, errors
     assert not (tmp_path / "run" / "config.json").exists()
 
 
-def test_batch_larger_than_the_training_split_is_refused(tmp_path):
-    result = run_train(tmp_path / "run", "--batch-size", "1000", check=False)
-    assert result.returncode == 2
-    assert "batch_size 1000 is larger than the training split (224 clips)" in result.stderr, result.stderr
+def test_batch_larger_than_the_training_split_is_refused(tmp_path, capsys):
+    status, errors = cli_error(capsys, tmp_path / "run", "--batch-size", "1000")
+    assert status == 2
+    assert "batch_size 1000 is larger than the training split (224 clips)" in errors, errors
     assert not (tmp_path / "run" / "config.json").exists()
 
 
-def test_init_from_another_architecture_is_refused(tmp_path):
+def test_init_from_another_architecture_is_refused(tmp_path, capsys):
     from pump_keras.models import build
 
     other = tmp_path / "other.keras"
     build("plain_cnn", input_shape=(64, 64, 3)).save(other)
-    result = run_train(tmp_path / "run", "--init-from", str(other), check=False)
-    assert result.returncode == 2
-    assert "architecture differs" in result.stderr and str(other) in result.stderr, result.stderr
+    status, errors = cli_error(capsys, tmp_path / "run", "--init-from", str(other))
+    assert status == 2
+    assert "architecture differs" in errors and str(other) in errors, errors
     assert not (tmp_path / "run" / "config.json").exists()
