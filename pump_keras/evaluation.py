@@ -81,10 +81,10 @@ def snr_name(snr_db: Optional[float]) -> str:
 def score_records(model, records: Sequence, config: RunConfig, cache_dir: Optional[str], name: str) -> np.ndarray:
     """Logits of `records` (unshuffled tf.data pipeline, cached under `cache_dir`)."""
     from pump_keras.data.pipeline import make_dataset
+    from pump_keras.training.loop import predict_scores
 
-    dataset = make_dataset(records, config.features, config.data, training=False, cache_dir=cache_dir, name=name)
-    logits = model.predict(dataset.map(lambda images, labels: images), verbose=0)
-    return np.asarray(logits, dtype=np.float64).reshape(-1)
+    return predict_scores(model, make_dataset(records, config.features, config.data, training=False,
+                                              cache_dir=cache_dir, name=name))
 
 
 def eval_records(config: RunConfig, run_dir: str, data_dir: Optional[str], split: str) -> Dict[str, List]:

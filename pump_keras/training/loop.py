@@ -101,12 +101,13 @@ def predict_scores(model: keras.Model, dataset: tf.data.Dataset) -> np.ndarray:
 def evaluate_model(model: keras.Model, datasets: dict, splits: dict, predict=predict_scores) -> dict:
     """Test metrics at the threshold with the best balanced accuracy on validation."""
     from pump_keras import metrics
+    from pump_keras.evaluation import sigmoid
 
     scores = {name: predict(model, datasets[name]) for name in ("val", "test") if name in datasets}
     labels = {name: np.array([r.label for r in splits[name]]) for name in scores}
     threshold = metrics.best_threshold(labels["val"], scores["val"], criterion="balanced_accuracy")
     result = {"threshold_logit": float(threshold), "threshold_criterion": "best balanced accuracy on val",
-              "threshold_probability": float(0.5 * (1.0 + math.tanh(0.5 * threshold)))}
+              "threshold_probability": sigmoid(threshold)}
     for name in scores:
         groups = [r.machine_id for r in splits[name]]
         result[name] = metrics.binary_metrics(labels[name], scores[name], threshold)
