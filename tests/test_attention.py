@@ -224,6 +224,34 @@ def test_improved_cbam_gradient_matches_autodiff(shape):
         np.testing.assert_allclose(fused, reference, rtol=1e-4, atol=1e-5 * scale, err_msg=name)
 
 
+def test_improved_cbam_gradient_splits_tied_maxima(monkeypatch):
+    """Where a channel's maximum is reached more than once, each place gets an equal share, as `max`'s autodiff does."""
+    import tensorflow as tf
+
+    # Coarse values give many channels tied maxima; a constant channel ties everywhere.
+    x = np.round(features((2, 4, 5, CHANNELS)) * 2) / 2
+    x[0, :, :, 3] = 1.5
+    ties = (x == x.max(axis=(1, 2), keepdims=True)).sum(axis=(1, 2))
+    assert (ties > 1).sum() >= 10 and ties.max() == 20
+    x = tf.constant(x)
+    cotangent = tf.constant(features(x.shape, seed=3))
+    layer = built("improved_cbam", x)
+
+    def gradient(function):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(function(x) * cotangent)
+        return tape.gradient(loss, [x, *layer.trainable_weights])
+
+    fused = gradient(layer)
+    # Reference: autodiff through a global reduce-max, whose gradient is split between ties.
+    monkeypatch.setattr(attention, "_global_max_pool", lambda inputs: tf.reduce_max(inputs, axis=(1, 2), keepdims=True))
+    reference = gradient(lambda inputs: unfused_improved_cbam(layer, inputs))
+    for name, ours, theirs in zip(["x"] + [w.name for w in layer.trainable_weights], fused, reference):
+        scale = float(tf.reduce_max(tf.abs(theirs)))
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5 * scale, err_msg=name)
+
+
 def test_simam_matches_authors_code():
     x = features()
     np.testing.assert_allclose(make("simam")(x), reference_simam(x.astype(np.float64)), atol=ATOL)
