@@ -12,10 +12,17 @@ head. Printed side by side, measured in one run:
   median of the per-round ratios (each round times both models back to back,
   which cancels the slow drifts of a shared machine).
 
+Both models run under TensorFlow's BFC host allocator, as `pump_keras`
+training does (`TrainConfig.cpu_allocator`); `--cpu-allocator default`
+measures them under TensorFlow's own, which pages every new full-size buffer
+in afresh and costs the improved CBAM, with its extra element-wise tensors,
+more than the SE blocks.
+
 Last line: `train_step_time_ratio=X.XX` (ours over Keras'). Targets: at most
 1.10, and a FLOPs ratio of at most 1.02.
 
     python benchmarks/model_cost.py [--image-size 224] [--batch 16] [--steps 6]
+        [--cpu-allocator {bfc,default}]
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from pump_keras.cpu_allocator import CPU_ALLOCATORS, select_cpu_allocator  # noqa: E402
 from pump_keras.models import build  # noqa: E402
 from pump_keras.models.cost import count_flops  # noqa: E402
 
@@ -53,7 +61,10 @@ def main(argv=None) -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=6, help="timed rounds (steps per model and kind)")
     parser.add_argument("--reduction", type=int, default=16)
+    parser.add_argument("--cpu-allocator", choices=CPU_ALLOCATORS, default="bfc",
+                        help="TensorFlow's host allocator (default: bfc, as pump_keras training)")
     args = parser.parse_args(argv)
+    select_cpu_allocator(args.cpu_allocator)  # before the first TensorFlow op
 
     shape = (args.image_size, args.image_size, 3)
     keras.utils.set_random_seed(0)
@@ -83,7 +94,7 @@ def main(argv=None) -> None:
 
     for name in models:
         print(f"{name:16s}train s/step by round: {' '.join(f'{t:.2f}' for t in train[name])}")
-    print(f"input {shape}, batch {args.batch}, {os.cpu_count()} CPU cores, "
+    print(f"input {shape}, batch {args.batch}, {os.cpu_count()} CPU cores, {args.cpu_allocator} allocator, "
           f"median of {args.steps} alternating steps")
     print(f"{'':16s}{'params':>14s}{'GFLOPs/img':>12s}{'train s/step':>14s}{'infer s/batch':>15s}")
     for name in models:

@@ -32,13 +32,17 @@ back, which cancels slow drifts).
 always compiled with `jax.jit` whatever the flag: Keras' `jit_compile=False`
 there would run the step op by op, which times Python, not the model.
 
+On TensorFlow both models run under its BFC host allocator, as `pump_keras`
+training does (`TrainConfig.cpu_allocator`); `--cpu-allocator default` picks
+TensorFlow's own. JAX ignores the flag.
+
 Last line: `train_throughput_ratio=X.XX` (ours over the reference's images/s;
 above 1 means ours trains faster).
 
     python benchmarks/train_throughput.py [--image-size 224] [--batch 16] [--steps 5]
         [--warmup 2] [--width 1.0] [--depth 1.0]
         [--mixed-precision {none,mixed_float16,mixed_bfloat16}] [--jit-compile]
-        [--models ours reference]
+        [--models ours reference] [--cpu-allocator {bfc,default}]
     KERAS_BACKEND=jax python benchmarks/train_throughput.py ...
 """
 
@@ -57,6 +61,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from pump_keras.cpu_allocator import CPU_ALLOCATORS, select_cpu_allocator  # noqa: E402
 from pump_keras.models import build, registry  # noqa: E402
 
 MODEL_NAMES = ("ours", "reference")
@@ -112,9 +117,12 @@ def main(argv=None) -> None:
     parser.add_argument("--jit-compile", action="store_true",
                         help="XLA on TensorFlow; JAX always jit-compiles")
     parser.add_argument("--models", nargs="+", choices=MODEL_NAMES, default=list(MODEL_NAMES))
+    parser.add_argument("--cpu-allocator", choices=CPU_ALLOCATORS, default="bfc",
+                        help="TensorFlow's host allocator (default: bfc, as pump_keras training)")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.warmup < 1:
         parser.error("--steps and --warmup must be at least 1 (the first step compiles).")
+    select_cpu_allocator(args.cpu_allocator)  # before the first TensorFlow op
 
     backend = keras.config.backend()
     if args.mixed_precision != "none":
@@ -153,6 +161,7 @@ def main(argv=None) -> None:
     print(f"settings: input {shape}, batch {args.batch}, width {args.width}, depth {args.depth}, "
           f"dtype policy {keras.config.dtype_policy().name}, "
           f"jit_compile {jit_compile}, "
+          f"cpu allocator {args.cpu_allocator if backend == 'tensorflow' else 'n/a (JAX)'}, "
           f"{args.warmup} warm-up + {args.steps} timed alternating steps per model, "
           f"{os.cpu_count()} CPU cores")
     for name in models:

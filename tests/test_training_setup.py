@@ -1,15 +1,21 @@
 """Training setup and recipe: model options, initial weights, reseeding, class weights, MixUp batches."""
 
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from pump_keras import cpu_allocator
 from pump_keras.config import ModelConfig, TrainConfig
 from pump_keras.models import build
 from pump_keras.training import recipe, setup
 from pump_keras.training.setup import InitError
 
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPE = (64, 64, 3)
 SMALL = ModelConfig(width_multiplier=0.25, depth_multiplier=0.25)
 
@@ -112,6 +118,39 @@ def test_learning_rate_follows_the_cosine_from_initial_to_final():
     assert optimizer.weight_decay == pytest.approx(1e-4)
     loss = recipe.make_loss(TrainConfig())
     assert loss.from_logits and loss.label_smoothing == 0.1
+
+
+ALLOCATOR_PROBE = """
+import sys
+import tensorflow as tf
+from pump_keras.config import TrainConfig
+from pump_keras.training import setup
+setup.configure_runtime(TrainConfig(cpu_allocator=sys.argv[1], deterministic=False))
+tf.ones((256, 256))
+try:  # only a BFC allocator keeps statistics
+    print("peak", tf.config.experimental.get_memory_info("CPU:0")["peak"])
+except ValueError as error:
+    print("no statistics:", error)
+"""
+
+
+@pytest.mark.parametrize("allocator", ["bfc", "default"])
+def test_cpu_allocator_of_the_config_is_the_one_tensorflow_uses(allocator):
+    """Set by `configure_runtime` after `import tensorflow`, it still reaches the runtime."""
+    environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    environment.pop(cpu_allocator.VARIABLE, None)
+    result = subprocess.run([sys.executable, "-c", ALLOCATOR_PROBE, allocator], env=environment,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    if allocator == "bfc":
+        assert int(result.stdout.split("peak")[1]) >= 256 * 256 * 4, result.stdout
+    else:
+        assert "no statistics" in result.stdout, result.stdout
+
+
+def test_unknown_cpu_allocator_is_refused():
+    with pytest.raises(ValueError, match="cpu_allocator must be one of"):
+        TrainConfig(cpu_allocator="tcmalloc")
 
 
 def test_mixed_precision_keeps_float32_logits_and_jit_compile_reaches_compile():

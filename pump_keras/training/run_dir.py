@@ -13,8 +13,9 @@ from pump_keras.config import RunConfig, to_dict
 from pump_keras.config_io import config_from_json, config_to_json
 from pump_keras.wavfile import atomic_write_bytes
 
-# Settings that change how a run is shown, evaluated or exported, not what it trains.
-NON_RESULT_KEYS = {("preset",), ("run_dir",), ("train", "verbose"), ("export",), ("evaluation",)}
+# Settings that change how a run is shown, evaluated or exported, or how fast it runs, not what it trains.
+NON_RESULT_KEYS = {("preset",), ("run_dir",), ("train", "verbose"), ("train", "cpu_allocator"),
+                   ("export",), ("evaluation",)}
 
 
 class RunDirError(ValueError):

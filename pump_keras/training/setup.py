@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from pump_keras.config import MIXED_PRECISION, ModelConfig, RunConfig, TrainConfig
+from pump_keras.cpu_allocator import select_cpu_allocator
 from pump_keras.models import build, registry
 from pump_keras.training.recipe import derived_seed
 
@@ -23,7 +24,8 @@ class InitError(ValueError):
 
 
 def configure_runtime(config: TrainConfig) -> None:
-    """Seeds every generator, sets determinism and the precision policy."""
+    """Chooses the CPU allocator, seeds every generator, sets determinism and the precision policy."""
+    select_cpu_allocator(config.cpu_allocator)
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
