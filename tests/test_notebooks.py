@@ -36,5 +36,7 @@ def test_notebook_runs_top_to_bottom(path, workdir, monkeypatch):
                    resources={"metadata": {"path": str(workdir)}}).execute()
     outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
+    # Where a notebook trains, it does so first, so training gets its CPU allocator.
+    assert not [o for o in outputs if o.output_type == "stream" and "CPU allocator" in o.text]
     assert any(o.output_type == "display_data" and "image/png" in o.get("data", {}) for o in outputs), \
         "no figure shown"

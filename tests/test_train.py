@@ -64,6 +64,7 @@ def test_quick_preset_learns_on_synthetic_data_and_writes_every_file(quick_run):
     run_dir, result = quick_run
     first_line = result.stdout.splitlines()[0]
     assert "SYNTHETIC" in first_line and "quick" in first_line
+    assert "CPU allocator" not in result.stdout  # the CLI's runtime got the configured one
     metrics = metrics_of(run_dir)
     test = metrics["test"]
     assert {"accuracy", "balanced_accuracy", "f1", "auc", "pauc"} <= set(test)

@@ -127,6 +127,7 @@ from pump_keras.config import TrainConfig
 from pump_keras.training import setup
 setup.configure_runtime(TrainConfig(cpu_allocator=sys.argv[1], deterministic=False))
 tf.ones((256, 256))
+print("in use:", setup.cpu_allocator_in_use())
 try:  # only a BFC allocator keeps statistics
     print("peak", tf.config.experimental.get_memory_info("CPU:0")["peak"])
 except ValueError as error:
@@ -142,6 +143,7 @@ def test_cpu_allocator_of_the_config_is_the_one_tensorflow_uses(allocator):
     result = subprocess.run([sys.executable, "-c", ALLOCATOR_PROBE, allocator], env=environment,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
+    assert f"in use: {allocator}" in result.stdout, result.stdout
     if allocator == "bfc":
         assert int(result.stdout.split("peak")[1]) >= 256 * 256 * 4, result.stdout
     else:

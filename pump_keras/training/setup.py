@@ -33,6 +33,15 @@ def configure_runtime(config: TrainConfig) -> None:
     keras.mixed_precision.set_global_policy(policy)
 
 
+def cpu_allocator_in_use() -> str:
+    """`"bfc"` or `"default"`: the host allocator TensorFlow's runtime runs with (starts the runtime)."""
+    try:  # only a BFC allocator keeps statistics
+        tf.config.experimental.get_memory_info("CPU:0")
+    except ValueError:
+        return "default"
+    return "bfc"
+
+
 def make_strategy(config: TrainConfig) -> tf.distribute.Strategy:
     """The tf.distribute strategy of `config.strategy`.
 
