@@ -273,7 +273,7 @@ class TrainConfig:
             `"bfc"` keeps the memory it frees for the next tensors;
             `"default"` is TensorFlow's own, which hands large buffers back to
             the system, so each new one is paged in afresh: on CPU the
-            improved-CBAM EfficientNetV2-S then trains about 10 % slower.
+            improved-CBAM EfficientNetV2-S then trains about 6 % slower.
             TensorFlow reads it once, when its runtime starts; training sets
             it first, so it has no effect in a process that already ran
             TensorFlow ops. Does not change results.

@@ -151,10 +151,11 @@ def train(config: RunConfig, log: Callable[[str], None] = print) -> TrainResult:
     """Runs (or resumes) the training run of `config`; see `RunDirectory` for its files."""
     setup.configure_runtime(config.train)
     strategy = setup.make_strategy(config.train)
-    if setup.cpu_allocator_in_use() != config.train.cpu_allocator:
-        log(f"Note: TensorFlow's runtime started before this run, with its {setup.cpu_allocator_in_use()} "
-            f"CPU allocator, not the configured {config.train.cpu_allocator!r}; results are the same, "
-            "only the speed differs (train first in a fresh process to get it).")
+    allocator = setup.cpu_allocator_in_use()
+    if allocator != config.train.cpu_allocator:
+        log(f"Note: TensorFlow's runtime started before this run, with its {allocator} CPU allocator, "
+            f"not the configured {config.train.cpu_allocator!r}; results are the same, only the speed "
+            "differs (train first in a fresh process to get it).")
     multiworker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     run = RunDirectory(setup.worker_run_dir(config.run_dir, strategy))
     resuming = run.check(config)

@@ -37,7 +37,7 @@ def cpu_allocator_in_use() -> str:
     """`"bfc"` or `"default"`: the host allocator TensorFlow's runtime runs with (starts the runtime)."""
     try:  # only a BFC allocator keeps statistics
         tf.config.experimental.get_memory_info("CPU:0")
-    except ValueError:
+    except (ValueError, RuntimeError):
         return "default"
     return "bfc"
 
