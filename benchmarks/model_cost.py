@@ -8,7 +8,7 @@ head. Printed side by side, measured in one run:
   traced graph (a multiply-add counts as two);
 * CPU train-step time (SGD, BCE from logits) and inference time at batch 16,
   the two models alternating step by step so machine noise hits both alike,
-  after two warm-up steps each; per-model medians, and the ratios as the
+  after three warm-up steps each; per-model medians, and the ratios as the
   median of the per-round ratios (each round times both models back to back,
   which cancels the slow drifts of a shared machine).
 
@@ -21,7 +21,7 @@ more than the SE blocks.
 Last line: `train_step_time_ratio=X.XX` (ours over Keras'). Targets: at most
 1.10, and a FLOPs ratio of at most 1.02.
 
-    python benchmarks/model_cost.py [--image-size 224] [--batch 16] [--steps 6]
+    python benchmarks/model_cost.py [--image-size 224] [--batch 16] [--steps 10]
         [--cpu-allocator {bfc,default}]
 """
 
@@ -55,11 +55,20 @@ def paired_ratio(ours: list, theirs: list) -> float:
     return statistics.median(a / b for a, b in zip(ours, theirs))
 
 
+def quartiles(ours: list, theirs: list) -> str:
+    """The first and third quartiles of the per-round ratios: how far one run can be trusted."""
+    ratios = [a / b for a, b in zip(ours, theirs)]
+    if len(ratios) < 2:
+        return "n/a"
+    low, _, high = statistics.quantiles(ratios, n=4)
+    return f"{low:.2f}-{high:.2f}"
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=6, help="timed rounds (steps per model and kind)")
+    parser.add_argument("--steps", type=int, default=10, help="timed rounds (steps per model and kind)")
     parser.add_argument("--reduction", type=int, default=16)
     parser.add_argument("--cpu-allocator", choices=CPU_ALLOCATORS, default="bfc",
                         help="TensorFlow's host allocator (default: bfc, as pump_keras training)")
@@ -79,7 +88,7 @@ def main(argv=None) -> None:
     for model in models.values():
         model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
                       loss=keras.losses.BinaryCrossentropy(from_logits=True))
-        for _ in range(2):  # trace, then let allocations settle
+        for _ in range(3):  # trace, then let allocations settle
             model.train_on_batch(images, labels)
             model.predict_on_batch(images)
 
@@ -103,6 +112,8 @@ def main(argv=None) -> None:
     ours, theirs = "improved_cbam", "keras_v2s"
     print(f"params_ratio={params[ours] / params[theirs]:.3f}")
     print(f"flops_ratio={flops[ours] / flops[theirs]:.3f}")
+    print(f"per-round ratios, quartiles: train {quartiles(train[ours], train[theirs])}, "
+          f"inference {quartiles(infer[ours], infer[theirs])}")
     print(f"inference_time_ratio={paired_ratio(infer[ours], infer[theirs]):.2f}")
     print(f"train_step_time_ratio={paired_ratio(train[ours], train[theirs]):.2f}")
 

@@ -274,9 +274,10 @@ class TrainConfig:
             `"default"` is TensorFlow's own, which hands large buffers back to
             the system, so each new one is paged in afresh: on CPU the
             improved-CBAM EfficientNetV2-S then trains about 6 % slower.
-            TensorFlow reads it once, when its runtime starts; training sets
-            it first, so it has no effect in a process that already ran
-            TensorFlow ops. Does not change results.
+            BFC costs memory (it rounds buffers up and keeps what it has:
+            about a fifth more peak memory). TensorFlow reads it once, when
+            its runtime starts; training sets it first, so it has no effect in
+            a process that already ran TensorFlow ops. Does not change results.
         init_from: run directory or `.keras` file whose weights start this
             run, or a keras.applications EfficientNetV2S weights file.
         verbose: Keras progress output (0 silent, 1 progress bar, 2 one line per epoch).
