@@ -57,6 +57,17 @@ def percentile(values, q):
     return float(np.percentile(np.asarray(values) * 1e3, q))
 
 
+def alternating_seconds(calls: dict, rounds: int) -> dict:
+    """Seconds of each signature call, name by name within each round (noise hits both alike)."""
+    seconds = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()["anomaly_score"].numpy()
+            seconds[name].append(time.perf_counter() - start)
+    return seconds
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=30, help="timed batch-1 calls per path")
@@ -78,20 +89,11 @@ def main(argv=None) -> None:
         for _ in range(3):  # warm up both paths
             by_bytes(wav_bytes=one_wav)
             by_image(images=one_image)
-        latency = {"end_to_end": [], "bare": []}
-        for _ in range(args.calls):
-            for name, call in (("end_to_end", lambda: by_bytes(wav_bytes=one_wav)),
-                               ("bare", lambda: by_image(images=one_image))):
-                start = time.perf_counter()
-                call()["anomaly_score"].numpy()
-                latency[name].append(time.perf_counter() - start)
-        throughput = {"end_to_end": [], "bare": []}
-        for _ in range(args.throughput_calls):
-            for name, call in (("end_to_end", lambda: by_bytes(wav_bytes=many_wav)),
-                               ("bare", lambda: by_image(images=many_image))):
-                start = time.perf_counter()
-                call()["anomaly_score"].numpy()
-                throughput[name].append(args.batch / (time.perf_counter() - start))
+        latency = alternating_seconds({"end_to_end": lambda: by_bytes(wav_bytes=one_wav),
+                                       "bare": lambda: by_image(images=one_image)}, args.calls)
+        throughput = {name: [args.batch / s for s in seconds] for name, seconds in alternating_seconds(
+            {"end_to_end": lambda: by_bytes(wav_bytes=many_wav),
+             "bare": lambda: by_image(images=many_image)}, args.throughput_calls).items()}
 
     print(f"clip {os.path.basename(clip)} ({len(contents) / 1e6:.1f} MB), model 224 px paper preset, "
           f"{os.cpu_count()} CPU cores, {args.calls} alternating batch-1 calls, batch {args.batch} throughput")
