@@ -13,6 +13,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 from pump_keras.cpu_allocator import CPU_ALLOCATORS
 
 FEATURE_KINDS = ("spectrogram", "mel", "log_frequency", "linear_frequency")
+NORMALIZATIONS = ("fixed_db", "clip")
 
 # Fixed dB windows mapped onto [0, 1] by the image step, per feature kind.
 # The absolute kinds (`spectrogram`, `mel`) are referenced to full scale
@@ -44,11 +45,28 @@ class FeatureConfig:
         log_fmin: lowest frequency in Hz of the `log_frequency` axis.
         top_db: dynamic range kept below the clip's peak by the relative
             kinds (`log_frequency`, `linear_frequency`).
-        db_range: `(low, high)` dB window mapped onto [0, 1]; `None` takes
+        normalization: how dB values become pixel values:
+            `"fixed_db"` maps the fixed window `db_range` onto [0, 1], so a
+            louder clip looks brighter; `"clip"` standardises each clip by its
+            own mean and standard deviation in dB (loudness and recording gain
+            drop out, the spectral shape stays) and maps `clip_z_range`
+            standard deviations onto [0, 1]. Both run in the graph, in
+            training and in the exported model alike.
+        db_range: `(low, high)` dB window of `"fixed_db"`; `None` takes
             `DEFAULT_DB_RANGES[kind]`.
-        image_size: side of the square image fed to the backbone.
-        image_channels: channels of the image (the single feature plane
-            repeated), 3 for ImageNet-style backbones.
+        clip_z_range: `(low, high)` window of `"clip"`, in standard
+            deviations about the clip's mean.
+        image_size: image rows (the frequency axis), and its columns too
+            unless `image_width` is set.
+        image_width: image columns (the time axis); `None` makes the image
+            square. A stationary pump needs fewer columns than rows.
+        image_channels: channels of the image (the feature plane repeated),
+            3 for ImageNet-style backbones.
+        frequency_channel: the last channel carries each row's position on
+            the frequency axis (0 at the bottom row, 1 at the top) instead of
+            a copy of the plane, so convolutions, which are blind to where
+            they are, can tell a 25 Hz line from a 2 kHz one (CoordConv,
+            Liu et al. 2018). Needs `image_channels >= 2`.
     """
 
     kind: str = "spectrogram"
@@ -60,9 +78,13 @@ class FeatureConfig:
     n_log_bins: int = 256
     log_fmin: float = 20.0
     top_db: float = 80.0
+    normalization: str = "fixed_db"
     db_range: Optional[Tuple[float, float]] = None
+    clip_z_range: Tuple[float, float] = (-3.0, 5.0)
     image_size: int = 224
+    image_width: Optional[int] = None
     image_channels: int = 3
+    frequency_channel: bool = False
 
     def __post_init__(self):
         if self.kind not in FEATURE_KINDS:
@@ -93,6 +115,27 @@ class FeatureConfig:
             if not low < high:
                 raise ValueError(f"db_range must be (low, high) with low < high, got {self.db_range}.")
             self.db_range = (low, high)
+        low, high = (float(v) for v in self.clip_z_range)
+        if not low < high:
+            raise ValueError(f"clip_z_range must be (low, high) with low < high, got {self.clip_z_range}.")
+        self.clip_z_range = (low, high)
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}.")
+        if self.image_width is not None and int(self.image_width) <= 0:
+            raise ValueError(f"image_width must be positive or None, got {self.image_width!r}.")
+        if self.frequency_channel and self.image_channels < 2:
+            raise ValueError("frequency_channel needs image_channels >= 2 (one for the plane, "
+                             f"one for the frequency position), got {self.image_channels}.")
+
+    @property
+    def image_shape(self) -> Tuple[int, int]:
+        """`(rows, columns)` of the image: frequency by time."""
+        return (self.image_size, self.image_width or self.image_size)
+
+    @property
+    def input_shape(self) -> Tuple[int, int, int]:
+        """The backbone's input shape `(rows, columns, image_channels)`."""
+        return (*self.image_shape, self.image_channels)
 
     @property
     def resolved_db_range(self) -> Tuple[float, float]:
@@ -112,9 +155,12 @@ class DataConfig:
         split_ratios: train/val/test fractions, stratified by
             (machine_id, label) and grouped by clip key.
         split_seed: seed of the split.
+        split_file: a split manifest (`split.csv`, as a run writes it) to use
+            as it is instead of splitting `data_dir`: a fixed split shared by
+            several runs, or one made by hand.
         batch_size: images per batch.
-        shuffle_buffer: images held by the training shuffle (bounds memory).
-        shuffle_seed: seed of the training shuffle.
+        shuffle_seed: seed of the training shuffle (a full permutation of
+            the training split, new every epoch).
         cache: cache images on disk in the run directory after the first epoch.
         num_parallel_calls: parallel decode/feature calls; `None` means one per
             CPU core (or tf.data's choice with `autotune`).
@@ -128,8 +174,8 @@ class DataConfig:
     machine_ids: Optional[Tuple[str, ...]] = None
     split_ratios: Tuple[float, float, float] = (0.7, 0.2, 0.1)
     split_seed: int = 0
+    split_file: Optional[str] = None
     batch_size: int = 32
-    shuffle_buffer: int = 512
     shuffle_seed: int = 0
     cache: bool = True
     num_parallel_calls: Optional[int] = None
@@ -150,8 +196,6 @@ class DataConfig:
         if self.num_parallel_calls is not None and self.num_parallel_calls <= 0:
             raise ValueError(
                 f"num_parallel_calls must be positive or None, got {self.num_parallel_calls}.")
-        if self.shuffle_buffer <= 0:
-            raise ValueError(f"shuffle_buffer must be positive, got {self.shuffle_buffer}.")
         if self.snr_db is not None:
             self.snr_db = tuple(float(v) for v in self.snr_db)
         if self.machine_ids is not None:
@@ -164,6 +208,9 @@ class SyntheticConfig:
 
     Attributes:
         clips_per_class: clips per machine id and class (normal, abnormal).
+        abnormal_clips_per_id: abnormal clips per machine id, when they
+            should be fewer than the normal ones (real sets are imbalanced:
+            MIMII pump is about 11 % abnormal); `None` takes `clips_per_class`.
         seconds: length of each clip.
         snr_db: SNR folders to write; the same pump recording is mixed with
             the same background at each, as in MIMII.
@@ -184,10 +231,13 @@ class SyntheticConfig:
     sample_rate: int = 16000
     channels: int = 8
     fault_boost_db: float = 0.0
+    abnormal_clips_per_id: Optional[int] = None
 
     def __post_init__(self):
         if self.clips_per_class <= 0:
             raise ValueError(f"clips_per_class must be positive, got {self.clips_per_class}.")
+        if self.abnormal_clips_per_id is not None and self.abnormal_clips_per_id < 0:
+            raise ValueError(f"abnormal_clips_per_id must be >= 0 or None, got {self.abnormal_clips_per_id}.")
         if not self.seconds > 0:
             raise ValueError(f"seconds must be positive, got {self.seconds}.")
         if self.channels <= 0:
@@ -199,6 +249,7 @@ class SyntheticConfig:
 STRATEGIES = ("auto", "mirrored", "multiworker")
 MIXED_PRECISION = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 CLASS_BALANCE = ("weights", "none")
+OPTIMIZERS = ("sgd", "adamw")
 
 
 @dataclass
@@ -252,9 +303,12 @@ class TrainConfig:
         learning_rate: initial SGD learning rate.
         final_learning_rate: the cosine schedule's floor (CosineDecay's
             `alpha = final_learning_rate / learning_rate`).
+        optimizer: `"sgd"` (SGD with momentum) or `"adamw"` (AdamW).
         momentum: SGD momentum.
-        weight_decay: SGD weight decay (Keras' decoupled form: each step
-            subtracts `lr * weight_decay * w`, which for SGD is L2 regularisation).
+        weight_decay: with `"sgd"`, L2 regularisation added to the gradient
+            before the momentum (PyTorch's `SGD(weight_decay=...)`); with
+            `"adamw"`, AdamW's decoupled decay (each step subtracts
+            `lr * weight_decay * w`).
         mixup_alpha: Beta(alpha, alpha) of MixUp on training batches; 0 turns
             it off. 0.2, the value Zhang et al. recommend for ImageNet.
         label_smoothing: BCE label smoothing.
@@ -286,6 +340,7 @@ class TrainConfig:
     epochs: int = 200
     learning_rate: float = 0.01
     final_learning_rate: float = 0.001
+    optimizer: str = "sgd"
     momentum: float = 0.9
     weight_decay: float = 1e-4
     mixup_alpha: float = 0.2
@@ -311,6 +366,10 @@ class TrainConfig:
             raise ValueError(f"label_smoothing must lie in [0, 1), got {self.label_smoothing}.")
         if self.mixup_alpha < 0:
             raise ValueError(f"mixup_alpha must be >= 0, got {self.mixup_alpha}.")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}.")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}.")
         if self.class_balance not in CLASS_BALANCE:
             raise ValueError(f"class_balance must be one of {CLASS_BALANCE}, got {self.class_balance!r}.")
         if self.strategy not in STRATEGIES:

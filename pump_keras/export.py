@@ -72,8 +72,8 @@ def _outputs(model: keras.Model, images: tf.Tensor, threshold: float) -> dict:
 
 def serving_functions(model: keras.Model, features: FeatureConfig, threshold: float) -> dict:
     """The three signature functions (tf.functions with input signatures) by signature name."""
-    size, channels = features.image_size, features.image_channels
-    image_spec = tf.TensorSpec([size, size, 1], tf.float32)
+    rows, columns, channels = features.input_shape
+    image_spec = tf.TensorSpec([rows, columns, 1], tf.float32)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="wav_bytes")])
     def serve_wav(wav_bytes):
@@ -92,7 +92,7 @@ def serving_functions(model: keras.Model, features: FeatureConfig, threshold: fl
                                fn_output_signature=image_spec)
         return _outputs(model, to_backbone_channels(images, features), threshold)
 
-    @tf.function(input_signature=[tf.TensorSpec([None, size, size, channels], tf.float32, name="images")])
+    @tf.function(input_signature=[tf.TensorSpec([None, rows, columns, channels], tf.float32, name="images")])
     def serve_images(images):
         return _outputs(model, images, threshold)
 

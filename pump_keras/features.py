@@ -31,12 +31,14 @@ sees pixels, not axes, so here each kind is a concrete array:
 The STFT is librosa's default: periodic Hann window of `n_fft`, frames
 centred by padding `n_fft // 2` zeros on both sides, hop `hop_length`.
 
-The image: the dB array is mapped onto [0, 1] through a fixed dB window
-(`FeatureConfig.resolved_db_range`; fixed, so that level differences between
-clips survive), transposed to frequency x time with low frequencies at the
-bottom, resized bilinearly to `image_size` x `image_size`, and repeated to
-`image_channels` channels. Silent input gives finite values (the floors
-above), never NaN or -inf.
+The image: the dB array is mapped onto [0, 1] (`normalize_db`: through a
+fixed dB window, so level differences between clips survive, or through a
+window of standard deviations about the clip's own mean, so they do not),
+transposed to frequency x time with low frequencies at the bottom, resized
+bilinearly to `image_shape` (rows x columns), and repeated to
+`image_channels` channels, the last of which can carry the frequency
+position instead (`to_backbone_channels`). Silent input gives finite values
+(the floors above), never NaN or -inf.
 """
 
 from __future__ import annotations
@@ -143,28 +145,58 @@ def compute_feature(waveform: tf.Tensor, config: FeatureConfig) -> tf.Tensor:
     raise ValueError(f"Unknown feature kind {config.kind!r}.")
 
 
-def feature_to_image(feature: tf.Tensor, config: FeatureConfig) -> tf.Tensor:
-    """A `[frames, rows]` dB feature as a one-channel `[size, size, 1]` image in [0, 1].
+def normalize_db(feature: tf.Tensor, config: FeatureConfig) -> tf.Tensor:
+    """dB values to pixel values in [0, 1] by `config.normalization`.
 
-    Low frequencies end up at the bottom row, time runs left to right.
+    `"fixed_db"`: the fixed window `resolved_db_range`. `"clip"`: standard
+    deviations from the clip's own mean dB, window `clip_z_range`.
     """
-    low, high = config.resolved_db_range
-    scaled = tf.clip_by_value((feature - low) / (high - low), 0.0, 1.0)
+    if config.normalization == "clip":
+        mean = tf.reduce_mean(feature)
+        std = tf.maximum(tf.math.reduce_std(feature), 1e-3)  # a silent clip has std 0
+        low, high = config.clip_z_range
+        feature, low, high = (feature - mean) / std, low, high
+    else:
+        low, high = config.resolved_db_range
+    return tf.clip_by_value((feature - low) / (high - low), 0.0, 1.0)
+
+
+def feature_to_image(feature: tf.Tensor, config: FeatureConfig) -> tf.Tensor:
+    """A `[frames, rows]` dB feature as a one-channel `[rows, columns, 1]` image in [0, 1].
+
+    Low frequencies end up at the bottom row, time runs left to right; the
+    size is `config.image_shape`.
+    """
+    scaled = normalize_db(feature, config)
     picture = tf.reverse(tf.transpose(scaled), axis=[0])[..., tf.newaxis]
-    size = config.image_size
-    return tf.image.resize(picture, [size, size], method="bilinear")
+    return tf.image.resize(picture, list(config.image_shape), method="bilinear")
+
+
+def frequency_position(config: FeatureConfig) -> np.ndarray:
+    """`[rows, 1, 1]` float32: each image row's place on the frequency axis, 0 at the bottom, 1 at the top."""
+    rows = config.image_size
+    return np.linspace(1.0, 0.0, rows, dtype=np.float32).reshape(rows, 1, 1)
 
 
 def to_backbone_channels(images: tf.Tensor, config: FeatureConfig) -> tf.Tensor:
-    """Repeats the single feature plane to `config.image_channels` channels."""
+    """One-channel images `[B, rows, columns, 1]` as the backbone's `image_channels` channels.
+
+    The plane is repeated; with `config.frequency_channel` the last channel
+    is the rows' frequency position instead.
+    """
     if config.image_channels == 1:
         return images
-    shape = tf.concat([tf.shape(images)[:-1], [config.image_channels]], axis=0)
-    return tf.broadcast_to(images, shape)  # faster than tf.repeat or tf.tile
+    planes = config.image_channels - int(config.frequency_channel)
+    shape = tf.concat([tf.shape(images)[:-1], [planes]], axis=0)
+    repeated = tf.broadcast_to(images, shape)  # faster than tf.repeat or tf.tile
+    if not config.frequency_channel:
+        return repeated
+    position = tf.broadcast_to(frequency_position(config), tf.concat([tf.shape(images)[:-1], [1]], axis=0))
+    return tf.concat([repeated, position], axis=-1)
 
 
 def waveform_to_image(waveform: tf.Tensor, config: FeatureConfig) -> tf.Tensor:
-    """A 1-D waveform at `config.sample_rate` as a one-channel `[size, size, 1]` image."""
+    """A 1-D waveform at `config.sample_rate` as a one-channel `[rows, columns, 1]` image."""
     return feature_to_image(compute_feature(waveform, config), config)
 
 
@@ -187,5 +219,5 @@ def wav_bytes_to_waveform(
 def wav_bytes_to_image(
     contents: tf.Tensor, config: FeatureConfig, source: Optional[tf.Tensor] = None
 ) -> tf.Tensor:
-    """WAV file bytes to the one-channel `[size, size, 1]` image (decode, feature, image)."""
+    """WAV file bytes to the one-channel `[rows, columns, 1]` image (decode, feature, image)."""
     return waveform_to_image(wav_bytes_to_waveform(contents, config, source), config)

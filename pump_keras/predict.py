@@ -157,7 +157,7 @@ def _load_keras_model(path: str, run_dir: Optional[str], threshold: Optional[flo
         model = load_model(path)
     except (OSError, ValueError, TypeError) as error:
         raise PredictError(f"cannot load {path}: {error}") from error
-    expected = (features.image_size, features.image_size, features.image_channels)
+    expected = features.input_shape
     if tuple(model.input_shape[1:]) != expected:
         raise PredictError(f"{path} takes {tuple(model.input_shape[1:])} images but {config_path} "
                            f"makes {expected}: is --run-dir the model's own run?")

@@ -6,13 +6,14 @@
     scores = TFLiteScorer("pump_int8.tflite").scores(images)
 
 DecodeWav and the package's in-graph WAV parsing are no TFLite builtins, so
-the TFLite model starts at the image: float32 `[B, N, N, C]` in [0, 1] ->
+the TFLite model starts at the image: float32 `[B, H, W, C]` in [0, 1] ->
 logit `[B, 1]`. The device must reproduce the host preprocessing of
 `image_for_file`, the training front end: one channel of the WAV (decoded
 as `int16 / 32768`), the feature of `FeatureConfig.kind` (periodic Hann
-STFT, `n_fft`, `hop_length`, centred frames), the `resolved_db_range`
-window onto [0, 1], low frequencies at the bottom row, a bilinear resize to
-`image_size` squared, and the plane repeated to `image_channels`. The
+STFT, `n_fft`, `hop_length`, centred frames), its `normalization` onto
+[0, 1] (`features.normalize_db`), low frequencies at the bottom row, a
+bilinear resize to `image_shape`, and the plane repeated to
+`image_channels` (the last one the row position when `frequency_channel`). The
 values to use are the feature config a SavedModel records under `"features"`
 in `assets.extra/pump_keras.json` (`pump_keras.export`), with the
 threshold beside it.
@@ -85,14 +86,14 @@ _INTERPRETER_DEPRECATION = r"(?s).*tf\.lite\.Interpreter is deprecated"
 # --- host preprocessing
 
 def image_for_file(path, feature_config: FeatureConfig) -> np.ndarray:
-    """The model input `[N, N, C]` float32 of one WAV file: the training pipeline's own code."""
+    """The model input `[H, W, C]` float32 of one WAV file: the training pipeline's own code."""
     image = load_image(tf.constant(os.fspath(path)), feature_config)
     return to_backbone_channels(image, feature_config).numpy()
 
 
 def representative_images(records: Sequence, feature_config: FeatureConfig,
                           limit: int = 100) -> np.ndarray:
-    """Images `[K, N, N, C]` of at most `limit` training-split records, for int8 calibration.
+    """Images `[K, H, W, C]` of at most `limit` training-split records, for int8 calibration.
 
     With more records than `limit`, they are taken evenly spaced over the
     list (a split is sorted by path, so this spans machine ids and classes).
@@ -108,7 +109,7 @@ def representative_images(records: Sequence, feature_config: FeatureConfig,
 # --- conversion
 
 def _logit_converter(model: keras.Model) -> tf.lite.TFLiteConverter:
-    """A converter of `model` as images `[B, N, N, C]` -> float32 logits `[B, 1]` (free batch)."""
+    """A converter of `model` as images `[B, H, W, C]` -> float32 logits `[B, 1]` (free batch)."""
     spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32, name="images")
 
     @tf.function(input_signature=[spec])
@@ -124,7 +125,7 @@ def _logit_converter(model: keras.Model) -> tf.lite.TFLiteConverter:
 
 
 def _calibration_dataset(images: Iterable[np.ndarray]):
-    """The converter's representative dataset: one `[1, N, N, C]` image per step."""
+    """The converter's representative dataset: one `[1, H, W, C]` image per step."""
     images = np.asarray(images, dtype=np.float32)
 
     def generate():
@@ -138,7 +139,7 @@ def convert(model: keras.Model, variant: str,
             representative_images: Optional[np.ndarray] = None) -> bytes:
     """The TFLite flatbuffer of `model` as `variant` (see `VARIANTS`).
 
-    `representative_images` (`[K, N, N, C]`, training split) are required for
+    `representative_images` (`[K, H, W, C]`, training split) are required for
     `"int8"` and refused otherwise.
     """
     if variant not in VARIANTS:
@@ -245,7 +246,7 @@ class TFLiteScorer:
         return self.interpreter.get_tensor(self._output["index"]).reshape(-1)
 
     def logits(self, images) -> np.ndarray:
-        """Logits `[B]` float32 of images `[B, N, N, C]` in [0, 1]."""
+        """Logits `[B]` float32 of images `[B, H, W, C]` in [0, 1]."""
         images = np.asarray(images, dtype=np.float32)
         if images.ndim != 4 or images.shape[1:] != self.image_shape:
             raise ValueError(f"Expected images of shape [B, {', '.join(map(str, self.image_shape))}], "

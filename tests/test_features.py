@@ -110,6 +110,38 @@ def test_db_window_is_fixed_not_per_clip():
     np.testing.assert_allclose(loud, quiet, atol=1e-4)  # the relative kinds drop the level
 
 
+def test_clip_normalization_drops_the_level_and_keeps_the_shape():
+    rng = np.random.default_rng(0)
+    t = np.arange(16000) / 16000
+    hum = 0.002 * rng.standard_normal(16000) + 0.01 * np.sin(2 * np.pi * 300 * t)
+    config = FeatureConfig(kind="mel", image_size=32, normalization="clip")
+    quiet = features.waveform_to_image(tf.constant(hum, tf.float32), config).numpy()
+    loud = features.waveform_to_image(tf.constant(hum * 30, tf.float32), config).numpy()
+    np.testing.assert_allclose(loud, quiet, atol=1e-4)  # +30 dB changes nothing
+    assert 0.0 <= quiet.min() and quiet.max() <= 1.0
+    # The tone's rows stand out of the clip's own distribution.
+    rows = quiet[..., 0].mean(axis=1)
+    assert rows.max() - np.median(rows) > 0.2
+    silence = features.waveform_to_image(tf.zeros([16000]), config).numpy()
+    assert np.isfinite(silence).all()
+
+
+def test_non_square_images_and_the_frequency_channel():
+    t = np.arange(16000) / 16000
+    tone = tf.constant(0.5 * np.sin(2 * np.pi * 200 * t), tf.float32)
+    config = FeatureConfig(kind="mel", image_size=48, image_width=16, frequency_channel=True)
+    assert config.image_shape == (48, 16) and config.input_shape == (48, 16, 3)
+    image = features.waveform_to_image(tone, config).numpy()
+    assert image.shape == (48, 16, 1)
+    channels = features.to_backbone_channels(image[None], config).numpy()
+    assert channels.shape == (1, 48, 16, 3)
+    np.testing.assert_array_equal(channels[0, ..., 0], image[..., 0])
+    np.testing.assert_array_equal(channels[0, ..., 1], image[..., 0])
+    # The last channel is the row's frequency position: 1 at the top, 0 at the bottom.
+    np.testing.assert_allclose(channels[0, :, 5, 2], np.linspace(1, 0, 48), atol=1e-6)
+    assert np.all(channels[0, :, :, 2] == channels[0, :, :1, 2])
+
+
 @pytest.mark.parametrize("kind", FEATURE_KINDS)
 def test_silent_clip_gives_finite_features(kind):
     config = FeatureConfig(kind=kind, image_size=32)
@@ -150,6 +182,10 @@ def test_wrong_sample_rate_is_an_error_naming_the_file():
     ({"image_size": 0}, "image_size must be positive"),
     ({"db_range": (10, -10)}, "low < high"),
     ({"log_fmin": 9000}, "log_fmin"),
+    ({"normalization": "minmax"}, "normalization must be"),
+    ({"clip_z_range": (2, 1)}, "clip_z_range"),
+    ({"image_width": 0}, "image_width must be positive"),
+    ({"frequency_channel": True, "image_channels": 1}, "frequency_channel needs"),
 ])
 def test_feature_config_validation(changes, match):
     with pytest.raises(ValueError, match=match):

@@ -89,6 +89,30 @@ def test_training_shuffle_is_seeded_and_changes_every_epoch(tmp_path, cache):
     assert sorted(a[0]) == pytest.approx(sorted(a[1]))  # same images
 
 
+def test_cached_training_batches_are_a_full_shuffle(tmp_path):
+    # A bounded shuffle buffer (512 images) over a cache written in path order
+    # keeps each clip near its path position: neighbouring folders (one id,
+    # one class, one SNR) then fill whole batches. The order must be a full
+    # permutation: uncorrelated with the path order. Labels carry the index.
+    rng = np.random.default_rng(0)
+    records = []
+    for i in range(1500):
+        path = str(tmp_path / "data" / f"{i:04d}.wav")
+        write_wav(path, (rng.standard_normal(320) * 1000).astype(np.int16), 16000)
+        records.append(ClipRecord(path=path, label=i, machine="pump", machine_id="00",
+                                  snr_db=None, clip_key=str(i)))
+    features = FeatureConfig(image_size=8, n_fft=64, hop_length=32)
+    config = DataConfig(batch_size=100, cache=True, shuffle_seed=3)
+    dataset = make_dataset(records, features, config, training=True, cache_dir=str(tmp_path / "cache"))
+    orders = [np.concatenate([labels.numpy() for _, labels in dataset]) for _ in range(2)]
+    for order in orders:
+        assert sorted(order) == list(range(1500))
+        correlation = np.corrcoef(order, np.arange(1500))[0, 1]
+        assert abs(correlation) < 0.15, correlation
+        assert abs(np.mean(order[:150]) - 749.5) < 150  # the first tenth comes from everywhere
+    assert not np.array_equal(*orders)
+
+
 def test_a_bad_file_is_named_before_training(tmp_path):
     _write_clips(tmp_path / "data", 4)
     records = index_dataset(tmp_path / "data")

@@ -121,18 +121,23 @@ def test_same_recording_across_snr_folders(small_tree):
     assert np.corrcoef(x0.ravel(), x6.ravel())[0, 1] > 0.9
     assert abs(np.corrcoef(x0.ravel(), other.ravel())[0, 1]) < 0.5
 
-    # The files are pump + g * background: recover both and measure the SNR.
+    # The files are pump + g * background: recover both and measure the SNR,
+    # the folder's nominal SNR plus this recording's own offset.
+    offset = synthetic.draw_clip_params(*key, SMALL).snr_offset_db
+    assert abs(offset) <= synthetic.BACKGROUND.snr_jitter_db
     g = 10.0 ** (6.0 / 20.0)
     background = (x6 - x0) / (g - 1.0)
     pump = x0 - background
     measured = 10 * np.log10(np.mean(pump ** 2) / np.mean(background ** 2))
-    assert abs(measured - 0.0) < 0.5
+    assert abs(measured - (0.0 + offset)) < 0.5
 
     for snr in (0.0, -6.0, 6.0):
         pump, background = synthetic.synthesize_parts(*key, SMALL, snr)
         measured = 10 * np.log10(np.mean(pump.astype(np.float64) ** 2)
                                  / np.mean(background.astype(np.float64) ** 2))
-        assert abs(measured - snr) < 0.5
+        assert abs(measured - (snr + offset)) < 0.05
+    offsets = [synthetic.draw_clip_params("00", "normal", i, SMALL).snr_offset_db for i in range(20)]
+    assert np.ptp(offsets) > synthetic.BACKGROUND.snr_jitter_db  # recordings differ
     pump_0, _ = synthetic.synthesize_parts(*key, SMALL, 0.0)
     pump_6, _ = synthetic.synthesize_parts(*key, SMALL, -6.0)
     np.testing.assert_array_equal(pump_0, pump_6)
@@ -201,6 +206,16 @@ def test_no_clipping(small_tree):
     assert np.abs(synthetic.to_int16(loud).astype(np.int32)).max() < 32767
 
 
+def test_pumps_differ_in_level_and_clips_in_count():
+    config = synthetic_config(seconds=0.5, abnormal_clips_per_id=1, clips_per_class=3)
+    levels = {mid: np.mean([synthetic.draw_clip_params(mid, "normal", i, config).level_dbfs for i in range(3)])
+              for mid in ("02", "04")}
+    assert levels["02"] - levels["04"] > 4.0  # +5 dB against -4 dB, jitter +-3 dB
+    assert synthetic.clips_of_class(config, "normal") == 3
+    assert synthetic.clips_of_class(config, "abnormal") == 1
+    assert synthetic.clips_of_class(synthetic_config(), "abnormal") == synthetic_config().clips_per_class
+
+
 def test_ten_second_clip_shape():
     config = synthetic_config(seconds=10.0)
     clip = synthetic.synthesize_clip("04", "abnormal", 2, config, 6.0)
@@ -237,5 +252,6 @@ def test_abnormal_is_learnable_but_loudness_is_not_enough():
     scores = cross_val_predict(model, np.array(features), np.array(labels),
                                cv=StratifiedKFold(5, shuffle=True, random_state=0),
                                method="decision_function")
-    assert _auc(labels, scores) > 0.75
+    # Default-strength faults under a varying background: learnable, not easy.
+    assert _auc(labels, scores) > 0.65
     assert abs(_auc(labels, rms) - 0.5) < 0.25

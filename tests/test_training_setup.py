@@ -13,6 +13,7 @@ from pump_keras import cpu_allocator
 from pump_keras.config import ModelConfig, TrainConfig
 from pump_keras.models import build
 from pump_keras.training import recipe, setup
+from pump_keras.training.optimizers import SGDWithL2
 from pump_keras.training.setup import InitError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -86,26 +87,74 @@ def test_class_weights_balance_the_loss():
         recipe.class_weights([0, 0], "weights")
 
 
-def batches_of(epoch, alpha=0.2):
-    images = np.random.default_rng(0).random((8, 4, 4, 3), dtype=np.float32)
-    labels = np.array([0, 1] * 4, "float32")
-    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(8)
+def batches_of(epoch, alpha=0.2, labels=(0, 1) * 4, weights=None):
+    labels = np.array(labels, "float32")
+    images = np.random.default_rng(0).random((len(labels), 4, 4, 3), dtype=np.float32)
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(len(labels))
     config = TrainConfig(mixup_alpha=alpha, seed=5)
-    return list(recipe.training_batches(dataset, config, {0: 0.5, 1: 2.0}, epoch).as_numpy_iterator())[0]
+    weights = weights or {0: 0.5, 1: 2.0}
+    return list(recipe.training_batches(dataset, config, weights, epoch).as_numpy_iterator())[0]
 
 
 def test_mixup_batches_are_seeded_per_epoch_and_weighted_by_mixed_labels():
-    images, labels, weights = batches_of(epoch=1)
-    assert labels.shape == (8, 1) and weights.shape == (8,)
-    assert np.all((labels >= 0) & (labels <= 1)) and not np.all(np.isin(labels, [0.0, 1.0]))
-    np.testing.assert_allclose(weights, 0.5 + 1.5 * labels[:, 0], rtol=1e-6)
+    images, targets, weights = batches_of(epoch=1)
+    assert targets.shape == (8, 1) and weights.shape == (8,)
+    assert np.all((targets >= 0) & (targets <= 1)) and not np.all(np.isin(targets, [0.0, 1.0]))
+    # The mixed label y gives weight 0.5 + 1.5 y and target 2 y / weight.
+    mixed = (weights - 0.5) / 1.5
+    np.testing.assert_allclose(targets[:, 0], 2.0 * mixed / weights, rtol=1e-5, atol=1e-6)
     again = batches_of(epoch=1)
-    for a, b in zip((images, labels, weights), again):
+    for a, b in zip((images, targets, weights), again):
         np.testing.assert_array_equal(a, b)
-    assert not np.array_equal(labels, batches_of(epoch=2)[1])
+    assert not np.array_equal(targets, batches_of(epoch=2)[1])
     _, plain, plain_weights = batches_of(epoch=1, alpha=0.0)
     np.testing.assert_array_equal(plain[:, 0], [0, 1] * 4)
     np.testing.assert_array_equal(plain_weights, [0.5, 2.0] * 4)
+
+
+def test_mixup_keeps_the_class_weighted_loss_balanced():
+    # 11 % abnormal, as MIMII pump: both classes must keep equal loss mass under MixUp.
+    labels = [1] * 7 + [0] * 57
+    weights = recipe.class_weights(labels, "weights")
+    # Keras' MixUp draws one lambda per clip, so the balance holds in expectation:
+    # over 30 batches within 3 % (the old weighting gave about 0.80).
+    abnormal_mass = normal_mass = 0.0
+    for epoch in range(30):
+        _, targets, sample_weights = batches_of(epoch=epoch, alpha=1.0, labels=labels, weights=weights)
+        abnormal_mass += float(np.sum(sample_weights * targets[:, 0]))
+        normal_mass += float(np.sum(sample_weights * (1.0 - targets[:, 0])))
+    assert abnormal_mass / normal_mass == pytest.approx(1.0, abs=0.03)
+    # And the loss of a mixed pair is the mix of the two clips' weighted losses,
+    # label smoothing included (BCE is affine in the target).
+    w0, w1, y = weights[0], weights[1], 0.3  # 30 % abnormal clip, 70 % normal clip
+    weight = y * w1 + (1 - y) * w0
+    loss = recipe.make_loss(TrainConfig(label_smoothing=0.1))
+    logits = np.array([[-1.3], [0.2], [2.5]], "float32")
+
+    def weighted(target, sample_weight):
+        return float(loss(np.full_like(logits, target), logits, sample_weight=np.full((3,), sample_weight)))
+
+    assert weighted(y * w1 / weight, weight) == pytest.approx(
+        y * weighted(1.0, w1) + (1 - y) * weighted(0.0, w0), rel=1e-5)
+
+
+def test_sgd_weight_decay_is_l2_through_the_momentum_like_pytorch():
+    # PyTorch SGD(lr, momentum, weight_decay): b = mu b + (g + wd w); w -= lr b.
+    lr, mu, wd = 0.1, 0.9, 0.01
+    optimizer = SGDWithL2(learning_rate=lr, momentum=mu, l2=wd)
+    variable = keras.Variable(np.array([1.0, -2.0], "float32"))
+    optimizer.build([variable])
+    w, buffer = np.array([1.0, -2.0]), np.zeros(2)
+    for step in range(4):
+        gradient = np.array([0.5, 0.25]) * (step + 1)
+        optimizer.apply_gradients([(keras.ops.convert_to_tensor(gradient.astype("float32")), variable)])
+        buffer = mu * buffer + gradient + wd * w
+        w = w - lr * buffer
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(variable), w, rtol=1e-5)
+    config = optimizer.get_config()
+    assert config["l2"] == wd and SGDWithL2.from_config(config).l2 == wd
+    with pytest.raises(ValueError, match="l2"):
+        SGDWithL2(l2=-1.0)
 
 
 def test_learning_rate_follows_the_cosine_from_initial_to_final():
@@ -114,8 +163,10 @@ def test_learning_rate_follows_the_cosine_from_initial_to_final():
     assert float(schedule(25)) == pytest.approx(0.0055)
     assert float(schedule(50)) == pytest.approx(0.001)
     optimizer = recipe.make_optimizer(TrainConfig(), 3)
-    assert isinstance(optimizer, keras.optimizers.SGD) and optimizer.momentum == 0.9
-    assert optimizer.weight_decay == pytest.approx(1e-4)
+    assert isinstance(optimizer, SGDWithL2) and optimizer.momentum == 0.9
+    assert optimizer.l2 == pytest.approx(1e-4) and not optimizer.weight_decay
+    adamw = recipe.make_optimizer(TrainConfig(optimizer="adamw", weight_decay=0.05), 3)
+    assert isinstance(adamw, keras.optimizers.AdamW) and adamw.weight_decay == pytest.approx(0.05)
     loss = recipe.make_loss(TrainConfig())
     assert loss.from_logits and loss.label_smoothing == 0.1
 

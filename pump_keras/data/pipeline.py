@@ -1,8 +1,16 @@
 """The tf.data input pipeline: manifest records -> images and labels.
 
 read file -> decode WAV (one channel, straight from the bytes) -> feature ->
-one-channel image -> [on-disk cache] -> [shuffle] -> batch -> repeat to the
-backbone's channels -> prefetch.
+one-channel image -> [on-disk cache] -> batch -> repeat to the backbone's
+channels -> prefetch.
+
+Training data is shuffled whole every epoch (seeded): without a cache, the
+file list is shuffled before decoding; with one, the images are cached in
+one `.npy` file and each epoch reads them in a fresh full permutation.
+A bounded shuffle buffer over a cache written in path order would not do:
+its batches hold the clips of a few neighbouring folders (one machine id,
+one class, one SNR), so on a MIMII-sized split many batches hold no
+abnormal clip at all.
 
 Every file's header is read on the host when the dataset is made (a few
 hundred bytes per file), so bad files are named before training starts and
@@ -12,10 +20,10 @@ samples are decoded by the same `decode_samples` as the served graph's
 `decode_wav`, so the images are identical (tested).
 
 Memory stays bounded whatever the dataset size: files are read lazily, the
-cache lives on disk, and only the shuffle buffer and a few batches are held.
-The cache stores one-channel float32 images (`image_size**2 * 4` bytes each)
-and the channel repeat happens after it, so cached epochs read a third of
-the bytes.
+cache lives on disk (the training cache is memory-mapped, so the system's
+page cache holds what fits), and only a few batches are held. The cache
+stores one-channel float32 images (rows x columns x 4 bytes each) and the
+channel repeat happens after it, so cached epochs read a third of the bytes.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import json
 import os
 from typing import Optional, Sequence
 
+import numpy as np
 import tensorflow as tf
 
 from pump_keras.config import DataConfig, FeatureConfig, to_dict
@@ -36,7 +45,7 @@ from pump_keras.wavfile import read_wav_header
 
 
 def load_image(path: tf.Tensor, config: FeatureConfig) -> tf.Tensor:
-    """Reads one WAV file and returns its one-channel `[size, size, 1]` image.
+    """Reads one WAV file and returns its one-channel `[rows, columns, 1]` image.
 
     The general path: the header is parsed in the graph, as in serving.
     """
@@ -111,6 +120,44 @@ def _remove_stale_lockfiles(cache_prefix: str) -> None:
         os.remove(lockfile)
 
 
+def cached_images(images: tf.data.Dataset, path: str, count: int, shape) -> np.ndarray:
+    """The `[count, rows, columns, 1]` images of `(image, label)` pairs, memory-mapped from `path`.
+
+    Written once (to a temporary file, then renamed, so a killed run never
+    leaves a partial cache under the final name) and reused afterwards.
+    """
+    if not os.path.exists(path):
+        partial = f"{path}.{os.getpid()}.partial"
+        array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=(count, *shape, 1))
+        row = 0
+        for batch, _ in images.batch(64):
+            array[row:row + len(batch)] = batch.numpy()
+            row += len(batch)
+        if row != count:
+            raise ValueError(f"{path}: expected {count} images, the pipeline gave {row}.")
+        array.flush()
+        del array
+        os.replace(partial, path)
+    return np.load(path, mmap_mode="r")
+
+
+def shuffled_batches(images: np.ndarray, labels: Sequence[float], batch_size: int,
+                     seed: int) -> tf.data.Dataset:
+    """Batches of `images` (indexable `[N, H, W, 1]`) and `labels` in a full permutation, new every pass."""
+    count = len(labels)
+    label_table = tf.constant(labels, tf.float32)
+    shape = (None,) + tuple(images.shape[1:])
+
+    def gather(indices):
+        batch = tf.numpy_function(lambda i: np.asarray(images[np.asarray(i)]), [indices], tf.float32,
+                                  stateful=False)
+        batch.set_shape(shape)
+        return batch, tf.gather(label_table, indices)
+
+    order = tf.data.Dataset.range(count).shuffle(count, seed=seed, reshuffle_each_iteration=True)
+    return order.batch(batch_size).map(gather)
+
+
 def make_dataset(
     records: Sequence,
     feature_config: FeatureConfig,
@@ -119,14 +166,14 @@ def make_dataset(
     cache_dir: Optional[str] = None,
     name: str = "data",
 ) -> tf.data.Dataset:
-    """A batched dataset of `(images [B, N, N, C] float32, labels [B] float32)`.
+    """A batched dataset of `(images [B, H, W, C] float32, labels [B] float32)`.
 
     Args:
         records: objects with `path` and `label` (e.g. `ClipRecord`s of one split).
         feature_config: how audio becomes an image.
         data_config: batch size, shuffle buffer and seed, parallelism, caching.
-        training: shuffle (seeded, reshuffled every epoch); order is kept otherwise,
-            so predictions line up with `records`.
+        training: shuffle the whole list (seeded, reshuffled every pass);
+            order is kept otherwise, so predictions line up with `records`.
         cache_dir: where to cache images when `data_config.cache` is on.
         name: cache file name prefix (e.g. the split).
     """
@@ -163,15 +210,14 @@ def make_dataset(
     if caching:
         os.makedirs(cache_dir, exist_ok=True)
         prefix = cache_path_for(cache_dir, name, paths, feature_config)
-        _remove_stale_lockfiles(prefix)
-        dataset = dataset.cache(prefix)
     if training and caching:
-        dataset = dataset.shuffle(
-            min(data_config.shuffle_buffer, len(paths)),
-            seed=data_config.shuffle_seed,
-            reshuffle_each_iteration=True,
-        )
-    dataset = dataset.batch(data_config.batch_size)
+        images = cached_images(dataset, prefix + ".images.npy", len(paths), feature_config.image_shape)
+        dataset = shuffled_batches(images, labels, data_config.batch_size, data_config.shuffle_seed)
+    else:
+        if caching:
+            _remove_stale_lockfiles(prefix)
+            dataset = dataset.cache(prefix)
+        dataset = dataset.batch(data_config.batch_size)
     dataset = dataset.map(
         lambda images, batch_labels: (to_backbone_channels(images, feature_config), batch_labels),
         num_parallel_calls=parallel,

@@ -23,13 +23,21 @@ def prepare_splits(
     """The train/val/test records of `data_config.data_dir`.
 
     With a `run_dir` holding a manifest, the split is read back from it
-    exactly; otherwise the tree is indexed, every header is checked (one
+    exactly; with `data_config.split_file`, that manifest is used as it is;
+    otherwise the tree is indexed, every header is checked (one
     sample rate, the one the features expect), the records are split, and
     the manifest is written to `run_dir/split.csv`.
     """
     manifest = os.path.join(run_dir, MANIFEST_NAME) if run_dir else None
     if manifest and os.path.exists(manifest):
         return read_manifest(manifest)
+    if data_config.split_file is not None:
+        splits = read_manifest(data_config.split_file)
+        check_audio_headers([r for name in SPLITS for r in splits[name]],
+                            sample_rate=feature_config.sample_rate)
+        if manifest:
+            write_manifest(manifest, splits)
+        return splits
     if data_config.data_dir is None:
         raise ValueError("DataConfig.data_dir is not set: point it at a MIMII or DCASE tree.")
     records = index_dataset(

@@ -61,9 +61,14 @@ a millisecond and small per-channel gain differences. The factory background
 (`BACKGROUND`) is a brown-noise rumble arriving from another direction, more
 rumble independent at each microphone (the diffuse field), a hum of other
 machinery at an unrelated frequency with its harmonics, occasional metallic
-clanks (in both classes) and independent sensor noise. It is scaled so that
-``10 * log10(P_pump / P_background) == snr_db``, powers taken over all samples
-and channels.
+clanks (in both classes) and independent sensor noise. Its colour, hum level,
+diffuse share and clank rate change from recording to recording. It is scaled
+so that ``10 * log10(P_pump / P_background) == snr_db + snr_offset_db``,
+powers taken over all samples and channels, where the recording's
+`snr_offset_db` (up to `BACKGROUND.snr_jitter_db` either way) makes the folder's
+SNR a nominal one, as in MIMII. Pumps differ in loudness too
+(`PumpSpec.level_offset_db`), and each clip's level is jittered, so level
+tells neither the id nor the label.
 
 Determinism
 -----------
@@ -127,6 +132,8 @@ class PumpSpec:
         bearing_ratio: outer-race defect frequency / shaft frequency.
         bearing_resonance_hz: the mode rung by bearing-defect impulses.
         azimuth_deg: direction of the pump seen from the microphone array.
+        level_offset_db: this pump's loudness relative to `LEVELS.pump_rms_dbfs`
+            (pumps differ in size and distance, so ids differ in level).
     """
 
     shaft_hz: float
@@ -140,6 +147,7 @@ class PumpSpec:
     bearing_ratio: float
     bearing_resonance_hz: float
     azimuth_deg: float
+    level_offset_db: float = 0.0
 
     @property
     def blade_pass_hz(self) -> float:
@@ -154,7 +162,7 @@ PUMPS: Dict[str, PumpSpec] = {
         blade_pass_harmonics=(1.4, 0.5, 0.2),
         resonances=((640.0, 12.0), (1850.0, 20.0)),
         flow_band_hz=(150.0, 2600.0), flow_db=0.0, resonance_db=-8.0,
-        bearing_ratio=3.57, bearing_resonance_hz=3300.0, azimuth_deg=0.0,
+        bearing_ratio=3.57, bearing_resonance_hz=3300.0, azimuth_deg=0.0, level_offset_db=0.0,
     ),
     "02": PumpSpec(
         shaft_hz=29.3, vanes=6,
@@ -162,7 +170,7 @@ PUMPS: Dict[str, PumpSpec] = {
         blade_pass_harmonics=(1.2, 0.7, 0.3),
         resonances=((820.0, 10.0), (2400.0, 18.0)),
         flow_band_hz=(200.0, 3400.0), flow_db=2.0, resonance_db=-10.0,
-        bearing_ratio=4.13, bearing_resonance_hz=3900.0, azimuth_deg=45.0,
+        bearing_ratio=4.13, bearing_resonance_hz=3900.0, azimuth_deg=45.0, level_offset_db=5.0,
     ),
     "04": PumpSpec(
         shaft_hz=20.9, vanes=7,
@@ -170,7 +178,7 @@ PUMPS: Dict[str, PumpSpec] = {
         blade_pass_harmonics=(1.6, 0.4, 0.25),
         resonances=((510.0, 9.0), (1420.0, 15.0)),
         flow_band_hz=(120.0, 2100.0), flow_db=-2.0, resonance_db=-6.0,
-        bearing_ratio=3.08, bearing_resonance_hz=2700.0, azimuth_deg=90.0,
+        bearing_ratio=3.08, bearing_resonance_hz=2700.0, azimuth_deg=90.0, level_offset_db=-4.0,
     ),
     "06": PumpSpec(
         shaft_hz=26.8, vanes=4,
@@ -178,7 +186,7 @@ PUMPS: Dict[str, PumpSpec] = {
         blade_pass_harmonics=(1.3, 0.6, 0.35),
         resonances=((730.0, 14.0), (2050.0, 22.0)),
         flow_band_hz=(180.0, 3000.0), flow_db=1.0, resonance_db=-9.0,
-        bearing_ratio=4.61, bearing_resonance_hz=4300.0, azimuth_deg=135.0,
+        bearing_ratio=4.61, bearing_resonance_hz=4300.0, azimuth_deg=135.0, level_offset_db=2.0,
     ),
 }
 
@@ -308,6 +316,15 @@ class Background:
         clank_decay_ms: (low, high) ring-down time of a clank.
         clank_modes: ringing modes per clank.
         sensor_db: independent sensor noise.
+        corner_jitter: the rumble corner is scaled by a factor drawn per
+            clip from `(1 / corner_jitter, corner_jitter)` (log-uniform).
+        hum_jitter_db: the hum level varies per clip by up to this much.
+        diffuse_jitter_db: the diffuse rumble varies per clip by up to this much.
+        clank_rate_jitter: the clank rate is `clanks_per_s` times a factor
+            drawn per clip from `[1 - clank_rate_jitter, 1 + clank_rate_jitter]`.
+        snr_jitter_db: the background of each recording sits up to this much
+            above or below the nominal SNR of its folder (the same offset in
+            every SNR folder), as real recordings' SNRs are nominal.
     """
 
     rumble_corner_hz: float = 20.0
@@ -322,6 +339,11 @@ class Background:
     clank_decay_ms: Tuple[float, float] = (20.0, 80.0)
     clank_modes: int = 3
     sensor_db: float = -45.0
+    corner_jitter: float = 2.0
+    hum_jitter_db: float = 6.0
+    diffuse_jitter_db: float = 3.0
+    clank_rate_jitter: float = 1.0
+    snr_jitter_db: float = 2.0
 
 
 BACKGROUND = Background()
@@ -369,6 +391,7 @@ class ClipParams:
     blade_pass_mod_depth: float
     resonances: Tuple[Tuple[float, float], ...]
     resonance_db: float
+    snr_offset_db: float = 0.0
 
     @property
     def blade_pass_hz(self) -> float:
@@ -462,8 +485,8 @@ def draw_clip_params(machine_id: str, label: str, index: int, config: SyntheticC
     params = dict(
         machine_id=machine_id, label=label, index=int(index), fault_type=None, severity=None,
         shaft_hz=float(shaft_hz),
-        level_dbfs=float(LEVELS.pump_rms_dbfs + rng.uniform(-LEVELS.pump_level_jitter_db,
-                                                            LEVELS.pump_level_jitter_db)),
+        level_dbfs=float(LEVELS.pump_rms_dbfs + spec.level_offset_db
+                         + rng.uniform(-LEVELS.pump_level_jitter_db, LEVELS.pump_level_jitter_db)),
         azimuth_deg=float(spec.azimuth_deg + rng.normal(0.0, ARRAY.azimuth_jitter_deg)),
         channel_gains_db=tuple(float(g) for g in rng.normal(0.0, ARRAY.gain_spread_db, config.channels)),
         wander=wander,
@@ -477,6 +500,7 @@ def draw_clip_params(machine_id: str, label: str, index: int, config: SyntheticC
         blade_pass_mod_depth=float(rng.uniform(*var.blade_pass_mod_depth)),
         resonances=resonances,
         resonance_db=float(spec.resonance_db + rng.normal(0.0, var.level_jitter_db)),
+        snr_offset_db=float(rng.uniform(-BACKGROUND.snr_jitter_db, BACKGROUND.snr_jitter_db)),
     )
     if label == "abnormal":
         fault_type = FAULT_TYPES[int(fault_rng.integers(len(FAULT_TYPES)))]
@@ -729,25 +753,30 @@ def render_background(config: SyntheticConfig, rng: np.random.Generator) -> np.n
     """Factory background at the array, [frames, channels], unit mean power."""
     bg, sr, n, c = BACKGROUND, config.sample_rate, clip_frames(config), config.channels
     t = np.arange(n) / sr
-    rumble = _brown_noise(rng, (n,), bg.rumble_corner_hz, sr)
+    # Per-recording character of the factory: colour, hum, diffuse share, clanks.
+    corner_hz = bg.rumble_corner_hz * bg.corner_jitter ** rng.uniform(-1.0, 1.0)
+    hum_db = bg.hum_db + rng.uniform(-bg.hum_jitter_db, bg.hum_jitter_db)
+    diffuse_db = bg.diffuse_db + rng.uniform(-bg.diffuse_jitter_db, bg.diffuse_jitter_db)
+    clank_rate = bg.clanks_per_s * rng.uniform(1.0 - bg.clank_rate_jitter, 1.0 + bg.clank_rate_jitter)
+    rumble = _brown_noise(rng, (n,), corner_hz, sr)
     hum_hz = rng.uniform(*bg.hum_hz)
     hum = _unit_power(sum(a * np.sin(2 * np.pi * (k + 1) * hum_hz * t + rng.uniform(0, 2 * np.pi))
                           for k, a in enumerate(bg.hum_harmonics)))
-    clanks = _clanks(rng, n, sr)
-    source = rumble + 10.0 ** (bg.hum_db / 20.0) * hum + clanks
+    clanks = _clanks(rng, n, sr, clank_rate)
+    source = rumble + 10.0 ** (hum_db / 20.0) * hum + clanks
     azimuth = rng.uniform(0.0, 360.0)
     gains = 10.0 ** (rng.normal(0.0, ARRAY.gain_spread_db, c) / 20.0)
     image = _render_array(source, _array_delays(azimuth, c), gains, sr)
-    image += np.float32(10.0 ** (bg.diffuse_db / 20.0)) * _brown_noise(rng, (c, n), bg.rumble_corner_hz, sr)
+    image += np.float32(10.0 ** (diffuse_db / 20.0)) * _brown_noise(rng, (c, n), corner_hz, sr)
     image += np.float32(10.0 ** (bg.sensor_db / 20.0)) * rng.standard_normal((c, n), dtype=np.float32)
     return _unit_power(image).T
 
 
-def _clanks(rng: np.random.Generator, n: int, sample_rate: int) -> np.ndarray:
-    """Occasional metallic clanks: Poisson impulses ringing a few modes."""
+def _clanks(rng: np.random.Generator, n: int, sample_rate: int, rate_hz: float) -> np.ndarray:
+    """Occasional metallic clanks: Poisson impulses at `rate_hz` ringing a few modes."""
     bg = BACKGROUND
     impulses = np.zeros(n)
-    idx = _poisson_impulses(rng, bg.clanks_per_s, n, sample_rate)
+    idx = _poisson_impulses(rng, rate_hz, n, sample_rate)
     peaks_db = bg.clank_peak_db - rng.uniform(0.0, bg.clank_spread_db, idx.size)
     impulses[idx] = 10.0 ** (peaks_db / 20.0)
     if idx.size == 0:
@@ -766,13 +795,14 @@ def clip_frames(config: SyntheticConfig) -> int:
 
 def synthesize_parts(machine_id: str, label: str, index: int, config: SyntheticConfig,
                      snr_db: float) -> Tuple[np.ndarray, np.ndarray]:
-    """(pump, background) as mixed at `snr_db`, each [frames, channels] float32.
+    """(pump, background) as mixed in the `snr_db` folder, each [frames, channels] float32.
 
-    Their sum is `synthesize_clip`. The peak ceiling, if it bites, scales
-    both alike, so their power ratio is always `snr_db`.
+    Their sum is `synthesize_clip`. Their power ratio is `snr_db` plus the
+    recording's `ClipParams.snr_offset_db`; the peak ceiling, if it bites,
+    scales both alike.
     """
-    pump, background = _parts_unscaled(machine_id, label, index, config)
-    return _mix_parts(pump, background, snr_db)
+    pump, background, offset_db = _parts_unscaled(machine_id, label, index, config)
+    return _mix_parts(pump, background, snr_db + offset_db)
 
 
 def synthesize_clip(machine_id: str, label: str, index: int, config: SyntheticConfig,
@@ -783,14 +813,15 @@ def synthesize_clip(machine_id: str, label: str, index: int, config: SyntheticCo
 
 
 def _parts_unscaled(machine_id: str, label: str, index: int,
-                    config: SyntheticConfig) -> Tuple[np.ndarray, np.ndarray]:
-    """The pump at its level and the unit-power background, [frames, channels] float32."""
+                    config: SyntheticConfig) -> Tuple[np.ndarray, np.ndarray, float]:
+    """The pump at its level, the unit-power background (each [frames, channels]
+    float32), and the recording's SNR offset from its folder's nominal SNR."""
     validate_config(config)
     params = draw_clip_params(machine_id, label, index, config)
     streams = clip_streams(params.machine_id, label, index, config.seed)
     pump = render_pump(params, config, streams["pump_noise"])
     background = render_background(config, streams["background"])
-    return pump, background
+    return pump, background, params.snr_offset_db
 
 
 def _mix_parts(pump: np.ndarray, background: np.ndarray, snr_db: float) -> Tuple[np.ndarray, np.ndarray]:
@@ -834,6 +865,13 @@ def clip_path(out_dir: str, snr_db: float, machine_id: str, label: str, index: i
                         f"id_{int(machine_id):02d}", label, f"{int(index):08d}.wav")
 
 
+def clips_of_class(config: SyntheticConfig, label: str) -> int:
+    """Clips per machine id of `label` ("normal" or "abnormal")."""
+    if label == "abnormal" and config.abnormal_clips_per_id is not None:
+        return config.abnormal_clips_per_id
+    return config.clips_per_class
+
+
 def generate_dataset(out_dir: str, config: SyntheticConfig) -> List[str]:
     """Writes the whole tree under `out_dir`; returns the written paths, sorted.
 
@@ -847,10 +885,10 @@ def generate_dataset(out_dir: str, config: SyntheticConfig) -> List[str]:
     written = []
     for machine_id in config.machine_ids:
         for label in LABELS:
-            for index in range(config.clips_per_class):
-                pump, background = _parts_unscaled(machine_id, label, index, config)
+            for index in range(clips_of_class(config, label)):
+                pump, background, offset_db = _parts_unscaled(machine_id, label, index, config)
                 for snr in config.snr_db:
-                    clip = sum(_mix_parts(pump, background, snr))
+                    clip = sum(_mix_parts(pump, background, snr + offset_db))
                     path = clip_path(out_dir, snr, machine_id, label, index)
                     write_wav(path, to_int16(clip), config.sample_rate, extensible=True)
                     written.append(path)
@@ -869,6 +907,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"clips per machine id and class (default {defaults.clips_per_class})")
     parser.add_argument("--seconds", type=float, default=defaults.seconds,
                         help=f"clip length (default {defaults.seconds})")
+    parser.add_argument("--abnormal-clips-per-id", type=int, default=None,
+                        help="abnormal clips per machine id (default: --clips-per-class)")
     parser.add_argument("--snr-db", type=float, nargs="+", default=list(defaults.snr_db),
                         help="SNR folders to write (default %(default)s)")
     parser.add_argument("--seed", type=int, default=defaults.seed,
@@ -887,6 +927,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         config = SyntheticConfig(
             clips_per_class=args.clips_per_class, seconds=args.seconds,
+            abnormal_clips_per_id=args.abnormal_clips_per_id,
             snr_db=tuple(args.snr_db), seed=args.seed, machine_ids=tuple(args.machine_ids),
             fault_boost_db=args.fault_boost_db,
         )
@@ -913,6 +954,7 @@ __all__ = [
     "snr_folder_name",
     "clip_path",
     "generate_dataset",
+    "clips_of_class",
     "validate_config",
     "build_parser",
     "main",

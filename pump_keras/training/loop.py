@@ -160,7 +160,7 @@ def train(config: RunConfig, log: Callable[[str], None] = print) -> TrainResult:
     run = RunDirectory(setup.worker_run_dir(config.run_dir, strategy))
     resuming = run.check(config)
     data_config = config.data
-    if data_config.data_dir is None:
+    if data_config.data_dir is None and data_config.split_file is None:
         data_config = replace(data_config, data_dir=synthetic_data_dir(config, run, log))
     # A new run's data and initial weights are checked before anything is
     # recorded, so a corrected command is not refused as "another config".

@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from pump_keras.config import TrainConfig
+from pump_keras.training.optimizers import SGDWithL2
 
 
 def derived_seed(seed: int, *parts: int) -> int:
@@ -27,12 +28,16 @@ def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int):
 
 
 def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    """SGD with momentum and weight decay on the cosine schedule."""
-    return keras.optimizers.SGD(
-        learning_rate=learning_rate_schedule(config, steps_per_epoch),
-        momentum=config.momentum,
-        weight_decay=config.weight_decay or None,
-    )
+    """The optimizer of `config.optimizer` on the cosine schedule.
+
+    `"sgd"`: SGD with momentum and L2 weight decay added to the gradient
+    (PyTorch's `SGD(weight_decay=...)`, `SGDWithL2`). `"adamw"`: AdamW, whose
+    weight decay is decoupled by definition.
+    """
+    schedule = learning_rate_schedule(config, steps_per_epoch)
+    if config.optimizer == "adamw":
+        return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay)
+    return SGDWithL2(learning_rate=schedule, momentum=config.momentum, l2=config.weight_decay)
 
 
 def make_loss(config: TrainConfig) -> keras.losses.Loss:
@@ -78,8 +83,12 @@ def training_batches(dataset: tf.data.Dataset, config: TrainConfig, weights: Dic
 
     MixUp (`keras.layers.MixUp`, seeded by the run seed and the epoch, run
     sequentially so its random stream is reproducible) mixes images and
-    labels; each clip's weight is its class weight mixed the same way, which
-    is the expected weight of a mixed pair.
+    labels. A mixed pair's sample weight is its class weights mixed the same
+    way, `w = y w1 + (1 - y) w0` for the mixed label `y`, and its target
+    becomes `y w1 / w`: since BCE (and label smoothing) is affine in the
+    target, `w * BCE(y w1 / w)` is exactly the lambda-mix of the two clips'
+    class-weighted losses, so both classes keep equal loss mass under MixUp.
+    Without MixUp, labels are 0 or 1 and stay as they are.
     """
     mixup = None
     if config.mixup_alpha > 0:
@@ -91,8 +100,9 @@ def training_batches(dataset: tf.data.Dataset, config: TrainConfig, weights: Dic
         if mixup is not None:
             mixed = mixup({"images": images, "labels": labels}, training=True)
             images, labels = tf.cast(mixed["images"], tf.float32), tf.cast(mixed["labels"], tf.float32)
-        sample_weights = low + (high - low) * tf.reshape(labels, (-1,))
-        return images, labels, sample_weights
+        sample_weights = low + (high - low) * labels
+        labels = labels * high / sample_weights
+        return images, labels, tf.reshape(sample_weights, (-1,))
 
     return dataset.map(prepare)
 

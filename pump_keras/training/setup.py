@@ -98,9 +98,7 @@ def model_options(model: ModelConfig, input_shape) -> dict:
 
 def build_model(config: RunConfig) -> keras.Model:
     """The run's model, built from its config (inside the caller's strategy scope)."""
-    features = config.features
-    shape = (features.image_size, features.image_size, features.image_channels)
-    return build(config.model.name, **model_options(config.model, shape))
+    return build(config.model.name, **model_options(config.model, config.features.input_shape))
 
 
 def reseed(model: keras.Model, seed: int, epoch: int) -> None:
