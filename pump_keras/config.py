@@ -250,6 +250,7 @@ STRATEGIES = ("auto", "mirrored", "multiworker")
 MIXED_PRECISION = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 CLASS_BALANCE = ("weights", "none")
 OPTIMIZERS = ("sgd", "adamw")
+CHECKPOINT_METRICS = ("val_loss", "val_auc")
 
 
 @dataclass
@@ -312,10 +313,19 @@ class TrainConfig:
         mixup_alpha: Beta(alpha, alpha) of MixUp on training batches; 0 turns
             it off. 0.2, the value Zhang et al. recommend for ImageNet.
         label_smoothing: BCE label smoothing.
+        time_roll: roll each training image along time by a random shift
+            (a stationary pump sounds the same from any start).
+        spec_augment_masks: SpecAugment masks per training image: this many
+            frequency bands and this many time bands (0: none).
+        spec_augment_width: the widest mask, as a fraction of its axis.
         class_balance: `"weights"` weighs each clip by `n / (2 n_class)` of its
             class on the training split, so both classes carry equal loss and
             every clip is still seen once per epoch (balanced sampling would
             repeat the ~11 % abnormal clips eight times); `"none"` leaves it.
+        checkpoint_metric: which epoch's weights `best.keras` keeps:
+            `"val_loss"` (lowest validation loss) or `"val_auc"` (highest
+            validation AUC; under MixUp and label smoothing the loss ranks
+            epochs by calibration more than by how well they separate the classes).
         seed: seeds weights, shuffling, MixUp and dropout; a run is a
             deterministic function of its config.
         deterministic: ask TensorFlow for deterministic kernels (slower on GPU).
@@ -345,7 +355,11 @@ class TrainConfig:
     weight_decay: float = 1e-4
     mixup_alpha: float = 0.2
     label_smoothing: float = 0.1
+    time_roll: bool = False
+    spec_augment_masks: int = 0
+    spec_augment_width: float = 0.1
     class_balance: str = "weights"
+    checkpoint_metric: str = "val_loss"
     seed: int = 0
     deterministic: bool = True
     strategy: str = "auto"
@@ -366,6 +380,13 @@ class TrainConfig:
             raise ValueError(f"label_smoothing must lie in [0, 1), got {self.label_smoothing}.")
         if self.mixup_alpha < 0:
             raise ValueError(f"mixup_alpha must be >= 0, got {self.mixup_alpha}.")
+        if self.spec_augment_masks < 0:
+            raise ValueError(f"spec_augment_masks must be >= 0, got {self.spec_augment_masks}.")
+        if not 0.0 < self.spec_augment_width <= 1.0:
+            raise ValueError(f"spec_augment_width must lie in (0, 1], got {self.spec_augment_width}.")
+        if self.checkpoint_metric not in CHECKPOINT_METRICS:
+            raise ValueError(f"checkpoint_metric must be one of {CHECKPOINT_METRICS}, "
+                             f"got {self.checkpoint_metric!r}.")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}.")
         if self.weight_decay < 0:

@@ -15,6 +15,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from pump_keras import metrics
+from pump_keras.verdict import compare_with_baseline
 from pump_keras.config import EvalConfig, RunConfig, replace
 from pump_keras.config_io import config_from_json
 from pump_keras.wavfile import atomic_write_bytes
@@ -144,7 +145,9 @@ def evaluate_run(run_dir: str, data_dir: Optional[str] = None, split: str = "tes
         "per_snr": metrics.grouped_metrics(labels, scores, snrs, threshold, max_fpr=eval_config.max_fpr),
     }
     if baselines:
-        result["baselines"] = baseline_results(records, run_config, eval_config, labels, val_labels, run_dir)
+        result["baselines"], baseline_scores = baseline_results(
+            records, run_config, eval_config, labels, val_labels, run_dir)
+        result["verdict"] = compare_with_baseline(labels, scores, baseline_scores, eval_config)
     report_dir = os.path.join(run_dir, REPORT_DIR)
     os.makedirs(report_dir, exist_ok=True)
     figures = {}
@@ -159,8 +162,11 @@ def evaluate_run(run_dir: str, data_dir: Optional[str] = None, split: str = "tes
 
 
 def baseline_results(records: dict, run_config: RunConfig, eval_config: EvalConfig,
-                     labels: np.ndarray, val_labels: np.ndarray, run_dir: str) -> dict:
-    """The majority class and the log-mel logistic regression, thresholds chosen on val like the model's."""
+                     labels: np.ndarray, val_labels: np.ndarray, run_dir: str):
+    """The majority class and the log-mel logistic regression, thresholds chosen on val like the model's.
+
+    Returns their metrics and the logistic regression's scores of the evaluated clips.
+    """
     from pump_keras import baselines
     from pump_keras.data.split import read_manifest
 
@@ -178,7 +184,7 @@ def baseline_results(records: dict, run_config: RunConfig, eval_config: EvalConf
     }
     threshold = choose_threshold(val_labels, scores["logistic_regression_val"], eval_config)
     results["logistic_regression"] = metrics_with_intervals(labels, scores["logistic_regression"], threshold, eval_config)
-    return results
+    return results, scores["logistic_regression"]
 
 
 def draw_figures(model, run_dir: str, report_dir: str, run_config: RunConfig, records: Sequence,
@@ -247,9 +253,10 @@ def write_report(result: dict, path: str) -> None:
     threshold = result["threshold"]
     columns = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "auc", "pauc")
     model = result["model"]
-    lines = [
-        f"# Evaluation of {os.path.basename(result['run_dir'])}",
-        "",
+    lines = [f"# Evaluation of {os.path.basename(result['run_dir'])}", ""]
+    if result.get("verdict"):
+        lines += [f"**Verdict: {result['verdict']['text']}**", ""]
+    lines += [
         f"Data: `{result['data_dir']}`, split `{result['split']}`: {result['n_clips']} clips, "
         f"{100 * result['abnormal_share']:.1f} % abnormal. Threshold: logit {threshold['threshold_logit']:.3f} "
         f"(probability {threshold['threshold_probability']:.3f}), chosen on the validation split by "

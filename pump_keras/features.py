@@ -35,7 +35,8 @@ The image: the dB array is mapped onto [0, 1] (`normalize_db`: through a
 fixed dB window, so level differences between clips survive, or through a
 window of standard deviations about the clip's own mean, so they do not),
 transposed to frequency x time with low frequencies at the bottom, resized
-bilinearly to `image_shape` (rows x columns), and repeated to
+bilinearly with antialiasing to `image_shape` (rows x columns: when
+shrinking, every STFT bin and frame contributes), and repeated to
 `image_channels` channels, the last of which can carry the frequency
 position instead (`to_backbone_channels`). Silent input gives finite values
 (the floors above), never NaN or -inf.
@@ -169,7 +170,9 @@ def feature_to_image(feature: tf.Tensor, config: FeatureConfig) -> tf.Tensor:
     """
     scaled = normalize_db(feature, config)
     picture = tf.reverse(tf.transpose(scaled), axis=[0])[..., tf.newaxis]
-    return tf.image.resize(picture, list(config.image_shape), method="bilinear")
+    # Antialiased: shrinking 513 STFT rows to 64 averages them all; plain
+    # bilinear would sample two of every eight and lose lines between them.
+    return tf.image.resize(picture, list(config.image_shape), method="bilinear", antialias=True)
 
 
 def frequency_position(config: FeatureConfig) -> np.ndarray:

@@ -101,6 +101,11 @@ def main(argv=None) -> int:
     test = result.metrics.get("test", {})
     print("test: " + "  ".join(f"{k} {test[k]:.3f}" for k in ("accuracy", "balanced_accuracy", "f1", "auc", "pauc")
                                if k in test))
+    verdict = result.metrics.get("verdict")
+    if verdict:
+        print(f"network AUC {verdict['model_auc']:.3f}  |  best baseline (log-mel logistic regression) "
+              f"AUC {verdict['baseline_auc']:.3f}")
+        print(verdict["text"])
     exported = None
     if config.export.enabled and not _exported(config):
         exported = export_run(config, result)

@@ -95,6 +95,18 @@ def test_image_is_square_in_unit_range_with_low_frequencies_at_the_bottom():
     np.testing.assert_array_equal(tiled[..., 0], tiled[..., 2])
 
 
+def test_shrinking_keeps_every_frequency_bin():
+    # 513 STFT rows into 32: a tone must show whichever bin it falls in.
+    t = np.arange(16000) / 16000
+    config = FeatureConfig(image_size=32)
+    peaks = []
+    for k in range(200, 216):  # 16 neighbouring bins, one image row's worth and more
+        tone = 0.1 * np.sin(2 * np.pi * k * 16000 / 1024 * t)
+        image = features.waveform_to_image(tf.constant(tone, tf.float32), config).numpy()
+        peaks.append(image[..., 0].mean(axis=1).max())
+    assert min(peaks) > 0.5 * max(peaks), np.round(peaks, 3)  # plain bilinear: under 0.1
+
+
 def test_db_window_is_fixed_not_per_clip():
     noise = np.random.default_rng(0).standard_normal(16000) * 0.01
     config = FeatureConfig(image_size=32)

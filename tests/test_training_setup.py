@@ -237,3 +237,28 @@ def test_mixed_precision_keeps_float32_logits_and_jit_compile_reaches_compile():
         assert received["jit_compile"] is True
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_time_roll_and_spec_augment_are_seeded_and_spare_the_frequency_channel():
+    rng = np.random.default_rng(1)
+    images = rng.random((6, 8, 10, 3), dtype=np.float32)
+    images[..., 2] = np.linspace(1, 0, 8)[None, :, None]  # frequency position
+    config = TrainConfig(time_roll=True, spec_augment_masks=1, spec_augment_width=0.3, seed=2)
+    seed = tf.constant([4, 5], tf.int64)
+    out = recipe.augment(tf.constant(images), seed, config, planes=2).numpy()
+    again = recipe.augment(tf.constant(images), seed, config, planes=2).numpy()
+    np.testing.assert_array_equal(out, again)
+    np.testing.assert_array_equal(out[..., 2], images[..., 2])
+    rolled = recipe.roll_time(tf.constant(images), seed).numpy()
+    for b in range(6):  # a roll: the same columns, cyclically shifted
+        shifts = [k for k in range(10) if np.array_equal(np.roll(images[b], k, axis=1), rolled[b])]
+        assert len(shifts) == 1
+    assert not all(np.array_equal(images[b], rolled[b]) for b in range(6))
+    masked = recipe.spec_augment(tf.constant(images), seed, masks=1, max_fraction=0.3).numpy()
+    mean = images.mean(axis=(1, 2), keepdims=True)
+    changed = ~np.isclose(masked, images)
+    assert changed.any() and np.allclose(masked[changed], np.broadcast_to(mean, images.shape)[changed])
+    plain = recipe.augment(tf.constant(images), seed, TrainConfig(), planes=2).numpy()
+    np.testing.assert_array_equal(plain, images)
+    with pytest.raises(ValueError, match="spec_augment_width"):
+        TrainConfig(spec_augment_width=0.0)

@@ -8,7 +8,7 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional
 
 import keras
 import numpy as np
@@ -98,10 +98,17 @@ def predict_scores(model: keras.Model, dataset: tf.data.Dataset) -> np.ndarray:
     return np.asarray(logits, dtype=np.float64).reshape(-1)
 
 
-def evaluate_model(model: keras.Model, datasets: dict, splits: dict, predict=predict_scores) -> dict:
-    """Test metrics at the threshold with the best balanced accuracy on validation."""
+def evaluate_model(model: keras.Model, datasets: dict, splits: dict, predict=predict_scores,
+                   baseline_test_scores=None, eval_config=None) -> dict:
+    """Test metrics at the threshold with the best balanced accuracy on validation.
+
+    With `baseline_test_scores` (the log-mel logistic regression's, same
+    test clips), `baseline` holds its test metrics and `verdict` the paired
+    comparison of the two AUCs (`pump_keras.verdict`).
+    """
     from pump_keras import metrics
     from pump_keras.evaluation import sigmoid
+    from pump_keras.verdict import compare_with_baseline
 
     scores = {name: predict(model, datasets[name]) for name in ("val", "test") if name in datasets}
     labels = {name: np.array([r.label for r in splits[name]]) for name in scores}
@@ -112,10 +119,35 @@ def evaluate_model(model: keras.Model, datasets: dict, splits: dict, predict=pre
         groups = [r.machine_id for r in splits[name]]
         result[name] = metrics.binary_metrics(labels[name], scores[name], threshold)
         result[f"{name}_per_machine_id"] = metrics.grouped_metrics(labels[name], scores[name], groups, threshold)
+    if baseline_test_scores is not None and "test" in scores:
+        result["baseline"] = {"name": "logistic_regression", "test": {
+            "auc": metrics.roc_auc(labels["test"], baseline_test_scores),
+            "pauc": metrics.partial_auc(labels["test"], baseline_test_scores)}}
+        result["verdict"] = compare_with_baseline(labels["test"], scores["test"], baseline_test_scores, eval_config)
     return result
 
 
+def baseline_scores(splits: dict, config: RunConfig, run: RunDirectory, log: Callable) -> Optional[np.ndarray]:
+    """The log-mel logistic regression's test scores on the run's split, or None without a test split."""
+    from pump_keras.baselines import run_baselines
+
+    if not splits.get("test"):
+        return None
+    started = time.perf_counter()
+    scores = run_baselines(splits, config.features, eval_split="test", cache_dir=run.file("cache"))
+    log(f"Baseline (log-mel logistic regression) fitted in {time.perf_counter() - started:.1f} s.")
+    return scores["logistic_regression"]
+
+
 LAST_PENDING = "last.pending.keras"
+
+
+def improves(row: dict, best: Optional[float], metric: str) -> bool:
+    """Whether this epoch's `metric` beats the best so far (lower loss, higher AUC; ties keep the earlier)."""
+    value = row[metric]
+    if best is None:
+        return True
+    return value < best if metric == "val_loss" else value > best
 
 
 def write_scalars(log_dir: str, row: dict) -> None:
@@ -174,10 +206,11 @@ def train(config: RunConfig, log: Callable[[str], None] = print) -> TrainResult:
         recipe.compile_model(model, config.train, steps_per_epoch)
     state = run.read_state() if resuming else None
     if state is not None:
+        state.setdefault("best_value", state.pop("best_val_loss", None))  # runs written before checkpoint_metric
         restore_checkpoint(model, run, state["epochs_completed"] * steps_per_epoch)
         log(f"Resuming {run.path} after epoch {state['epochs_completed']} of {config.train.epochs}.")
     else:
-        state = {"epochs_completed": 0, "history": [], "best_val_loss": None, "best_epoch": None}
+        state = {"epochs_completed": 0, "history": [], "best_value": None, "best_epoch": None}
         described = setup.initialize_from(model, config.train.init_from)
         if described:
             log(f"Initialised from {described}.")
@@ -202,7 +235,7 @@ def train(config: RunConfig, log: Callable[[str], None] = print) -> TrainResult:
         batches = recipe.training_batches(
             make_dataset(splits["train"], config.features, epoch_data, training=True,
                          cache_dir=cache_dir, name="train"),
-            config.train, weights, epoch)
+            config.train, weights, epoch, fixed_channels=int(config.features.frequency_channel))
         if multiworker:
             row = {"epoch": epoch + 1, **custom_loop.run_epoch(
                 model, strategy, batches, evaluation["val"], epoch, config.train)}
@@ -213,8 +246,8 @@ def train(config: RunConfig, log: Callable[[str], None] = print) -> TrainResult:
             row = {"epoch": epoch + 1, **{k: float(v[-1]) for k, v in history.history.items()}}
         state["history"].append(row)
         state["epochs_completed"] = epoch + 1
-        if state["best_val_loss"] is None or row["val_loss"] < state["best_val_loss"]:
-            state["best_val_loss"], state["best_epoch"] = row["val_loss"], epoch + 1
+        if improves(row, state["best_value"], config.train.checkpoint_metric):
+            state["best_value"], state["best_epoch"] = row[config.train.checkpoint_metric], epoch + 1
             run.save_model(model, RunDirectory.BEST)
         # Commit order: the new checkpoint beside the old, the state, then the
         # swap; `restore_checkpoint` finishes or discards a half-done commit.
@@ -225,8 +258,11 @@ def train(config: RunConfig, log: Callable[[str], None] = print) -> TrainResult:
 
     model.load_weights(run.file(RunDirectory.BEST))
     predict = functools.partial(custom_loop.predict_logits, strategy=strategy) if multiworker else predict_scores
-    result = evaluate_model(model, evaluation, splits, predict)
+    result = evaluate_model(model, evaluation, splits, predict,
+                            baseline_test_scores=baseline_scores(splits, config, run, log),
+                            eval_config=config.evaluation)
     result["best_epoch"] = state["best_epoch"]
+    result["checkpoint_metric"] = config.train.checkpoint_metric
     run.write_json(RunDirectory.METRICS, result)
     files = {name: run.file(name) for name in (
         "config.json", MANIFEST_NAME, RunDirectory.BEST, RunDirectory.LAST, RunDirectory.HISTORY,

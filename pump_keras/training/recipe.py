@@ -77,11 +77,70 @@ def class_weights(labels: Sequence[float], mode: str) -> Dict[int, float]:
     return {0: float(weights[0]), 1: float(weights[1])}
 
 
+def roll_time(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Each image `[B, H, W, C]` rolled along time (columns) by its own random shift.
+
+    A pump's sound is stationary: a recording started a moment later is as
+    valid a clip, so this adds examples without changing what they show.
+    """
+    batch, width = tf.shape(images)[0], tf.shape(images)[2]
+    shifts = tf.random.stateless_uniform([batch, 1], seed, 0, width, dtype=tf.int32)
+    columns = (tf.range(width)[None, :] + shifts) % width
+    return tf.gather(images, columns, axis=2, batch_dims=1)
+
+
+def _band_mask(seed: tf.Tensor, batch, size, count: int, max_fraction: float) -> tf.Tensor:
+    """`[B, size]` float, 0 inside `count` random bands of up to `max_fraction * size`, 1 elsewhere."""
+    keep = tf.ones([batch, size])
+    positions = tf.range(size)[None, :]
+    for index in range(count):
+        band_seed = tf.random.experimental.stateless_fold_in(seed, index)
+        widths = tf.random.stateless_uniform(
+            [batch, 1], band_seed, 0, tf.maximum(1, tf.cast(max_fraction * tf.cast(size, tf.float32), tf.int32)) + 1,
+            dtype=tf.int32)
+        starts = tf.random.stateless_uniform(
+            [batch, 1], tf.random.experimental.stateless_fold_in(band_seed, 1), 0, size, dtype=tf.int32)
+        inside = (positions >= starts) & (positions < starts + widths)
+        keep *= 1.0 - tf.cast(inside, tf.float32)
+    return keep
+
+
+def spec_augment(images: tf.Tensor, seed: tf.Tensor, masks: int, max_fraction: float) -> tf.Tensor:
+    """SpecAugment's masking (Park et al. 2019): `masks` frequency and `masks` time bands per image.
+
+    Masked pixels take the image's mean, so a mask adds no edge of its own.
+    """
+    batch, height, width = tf.shape(images)[0], tf.shape(images)[1], tf.shape(images)[2]
+    rows = _band_mask(tf.random.experimental.stateless_fold_in(seed, 0), batch, height, masks, max_fraction)
+    columns = _band_mask(tf.random.experimental.stateless_fold_in(seed, 1), batch, width, masks, max_fraction)
+    keep = rows[:, :, None, None] * columns[:, None, :, None]
+    mean = tf.reduce_mean(images, axis=[1, 2], keepdims=True)
+    return images * keep + mean * (1.0 - keep)
+
+
+def augment(images: tf.Tensor, seed: tf.Tensor, config: TrainConfig, planes: int) -> tf.Tensor:
+    """The configured time roll and SpecAugment masks on the first `planes` channels.
+
+    Channels after them (the frequency position) pass unchanged.
+    """
+    if not config.time_roll and not config.spec_augment_masks:
+        return images
+    image_planes, rest = images[..., :planes], images[..., planes:]
+    if config.time_roll:
+        image_planes = roll_time(image_planes, tf.random.experimental.stateless_fold_in(seed, 0))
+    if config.spec_augment_masks:
+        image_planes = spec_augment(image_planes, tf.random.experimental.stateless_fold_in(seed, 1),
+                                    config.spec_augment_masks, config.spec_augment_width)
+    return tf.concat([image_planes, rest], axis=-1)
+
+
 def training_batches(dataset: tf.data.Dataset, config: TrainConfig, weights: Dict[int, float],
-                     epoch: int) -> tf.data.Dataset:
+                     epoch: int, fixed_channels: int = 0) -> tf.data.Dataset:
     """Training batches `(images, labels [B, 1], sample_weights [B])` for one epoch.
 
-    MixUp (`keras.layers.MixUp`, seeded by the run seed and the epoch, run
+    Augmentation first (`augment`: time roll, SpecAugment masks), seeded by
+    the run seed, the epoch and the batch's index, on every channel but the
+    last `fixed_channels` (the frequency position). Then MixUp (`keras.layers.MixUp`, seeded by the run seed and the epoch, run
     sequentially so its random stream is reproducible) mixes images and
     labels. A mixed pair's sample weight is its class weights mixed the same
     way, `w = y w1 + (1 - y) w0` for the mixed label `y`, and its target
@@ -94,8 +153,12 @@ def training_batches(dataset: tf.data.Dataset, config: TrainConfig, weights: Dic
     if config.mixup_alpha > 0:
         mixup = keras.layers.MixUp(alpha=config.mixup_alpha, seed=derived_seed(config.seed, epoch, 1))
     low, high = weights[0], weights[1]
+    epoch_seed = derived_seed(config.seed, epoch, 3)
 
-    def prepare(images, labels):
+    def prepare(index, batch):
+        images, labels = batch
+        planes = images.shape[-1] - fixed_channels
+        images = augment(images, tf.stack([tf.constant(epoch_seed, tf.int64), index]), config, planes)
         labels = tf.reshape(tf.cast(labels, tf.float32), (-1, 1))
         if mixup is not None:
             mixed = mixup({"images": images, "labels": labels}, training=True)
@@ -104,7 +167,7 @@ def training_batches(dataset: tf.data.Dataset, config: TrainConfig, weights: Dic
         labels = labels * high / sample_weights
         return images, labels, tf.reshape(sample_weights, (-1,))
 
-    return dataset.map(prepare)
+    return dataset.enumerate().map(prepare)
 
 
 def evaluation_batches(dataset: tf.data.Dataset) -> tf.data.Dataset:
