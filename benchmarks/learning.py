@@ -7,7 +7,8 @@ and seed every model sees the same split:
 * `ours`: the `quick` pipeline (improved-CBAM EfficientNetV2-S), plus `--set`;
 * `se`: the same with `model.attention=se` (plain EfficientNetV2-S: does the
   improved CBAM earn its cost?);
-* `plain_cnn`: the registry's plain CNN with its own recipe (`PLAIN_CNN`);
+* `plain_cnn`: the registry's plain CNN on ours' input images, with its own
+  recipe (`PLAIN_CNN`);
 * `logreg`: the evaluation report's logistic regression on log-mel band
   means and standard deviations (`pump_keras.baselines`).
 
@@ -60,9 +61,14 @@ BASELINES = ("plain_cnn", "logreg")
 # clips each (a third abnormal), default fault strength.
 SYNTHETIC = dict(clips_per_class=48, abnormal_clips_per_id=24, seconds=2.0)
 SPLIT_RATIOS = (0.6, 0.2, 0.2)
-# The plain CNN's own recipe: Adam at 1e-3, no MixUp, the same epochs.
+# The plain CNN's own recipe (a common one for a small CNN trained from
+# scratch): AdamW at 1e-3 decaying to 1e-5, weight decay 1e-4, no MixUp, no
+# label smoothing, the same epochs and input images as ours. The model fields
+# are reset to their defaults because the plain CNN has no EfficientNet options.
 PLAIN_CNN = ["model.name=plain_cnn", "model.attention=improved_cbam", "model.width_multiplier=1.0",
-             "model.depth_multiplier=1.0", "model.drop_connect_rate=0.2", "model.dropout_rate=0.2"]
+             "model.depth_multiplier=1.0", "model.drop_connect_rate=0.2", "model.dropout_rate=0.2",
+             "train.optimizer=adamw", "train.learning_rate=0.001", "train.final_learning_rate=0.00001",
+             "train.weight_decay=0.0001", "train.mixup_alpha=0", "train.label_smoothing=0"]
 
 
 def data_folder(out: str, snr_db: float, seed: int) -> str:
@@ -130,8 +136,8 @@ def network_overrides(model: str, user_set, cnn_set) -> list:
         return list(user_set)
     if model == "se":
         return [*user_set, "model.attention=se"]
-    if model == "plain_cnn":
-        return [*PLAIN_CNN, *cnn_set]
+    if model == "plain_cnn":  # ours' input images, its own recipe
+        return [*(o for o in user_set if o.startswith("features.")), *PLAIN_CNN, *cnn_set]
     raise ValueError(model)
 
 
@@ -159,16 +165,20 @@ def train_network(out: str, condition: str, seed: int, model: str, overrides, lo
             "val_auc": metrics["val"]["auc"], "best_epoch": metrics.get("best_epoch")}
 
 
-def logistic_regression(out: str, condition: str, seed: int) -> dict:
-    """Test AUC and pAUC of the log-mel logistic regression on the condition's split."""
+def logistic_regression(out: str, condition: str, seed: int, user_set) -> dict:
+    """Test AUC and pAUC of the log-mel logistic regression on the condition's split.
+
+    It reads the same microphone (`features.channel`) with the same STFT as ours.
+    """
     from pump_keras import baselines, metrics
-    from pump_keras.config import FeatureConfig
+    from pump_keras.config_io import load_config
     from pump_keras.data.split import read_manifest
 
+    features = load_config("quick", None, list(user_set)).features
     splits = read_manifest(condition_split(out, condition, seed))
     cache = os.path.join(out, "logmel", f"{condition}-seed{seed}")
     os.makedirs(cache, exist_ok=True)
-    scores = baselines.run_baselines(splits, FeatureConfig(), cache_dir=cache)["logistic_regression"]
+    scores = baselines.run_baselines(splits, features, cache_dir=cache)["logistic_regression"]
     labels = np.array([r.label for r in splits["test"]])
     return {"auc": metrics.roc_auc(labels, scores), "pauc": metrics.partial_auc(labels, scores)}
 
@@ -236,7 +246,7 @@ def main(argv=None) -> int:
         for condition in conditions:
             for model in models:
                 if model == "logreg":
-                    result = logistic_regression(args.out, condition, seed)
+                    result = logistic_regression(args.out, condition, seed, args.set)
                 else:
                     result = train_network(args.out, condition, seed, model,
                                            network_overrides(model, args.set, args.cnn_set), log)

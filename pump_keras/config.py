@@ -270,6 +270,10 @@ class ModelConfig:
         width_multiplier, depth_multiplier: EfficientNet scaling.
         dropout_rate: dropout before the logit.
         drop_connect_rate: stochastic depth rate of the last block.
+        input_standardization: put a `RowStandardization` layer first:
+            each image row (frequency band) is standardised by its mean and
+            standard deviation over the training split, computed before the
+            first epoch and saved in the model (so served audio gets the same).
         options: further builder keyword arguments.
     """
 
@@ -281,6 +285,7 @@ class ModelConfig:
     depth_multiplier: float = 1.0
     dropout_rate: float = 0.2
     drop_connect_rate: float = 0.2
+    input_standardization: bool = False
     options: Dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):

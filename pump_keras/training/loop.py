@@ -214,6 +214,9 @@ def train(config: RunConfig, log: Callable[[str], None] = print) -> TrainResult:
         described = setup.initialize_from(model, config.train.init_from)
         if described:
             log(f"Initialised from {described}.")
+        elif setup.fit_input_statistics(model, (images for images, _ in make_dataset(
+                splits["train"], config.features, replace(data_config, cache=False), training=False))):
+            log("Input standardisation fitted on the training split.")
     if not resuming:
         os.makedirs(run.path, exist_ok=True)
         run.write_config(config)  # then the manifest: a resume rewrites a missing one identically

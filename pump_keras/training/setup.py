@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from pump_keras.config import MIXED_PRECISION, ModelConfig, RunConfig, TrainConfig
 from pump_keras.cpu_allocator import select_cpu_allocator
+from pump_keras.layers.standardization import row_standardization, with_row_standardization
 from pump_keras.models import build, registry
 from pump_keras.training.recipe import derived_seed
 
@@ -98,7 +99,19 @@ def model_options(model: ModelConfig, input_shape) -> dict:
 
 def build_model(config: RunConfig) -> keras.Model:
     """The run's model, built from its config (inside the caller's strategy scope)."""
-    return build(config.model.name, **model_options(config.model, config.features.input_shape))
+    model = build(config.model.name, **model_options(config.model, config.features.input_shape))
+    if config.model.input_standardization:
+        model = with_row_standardization(model)
+    return model
+
+
+def fit_input_statistics(model: keras.Model, images) -> bool:
+    """Sets the model's `RowStandardization` from training image batches; False if it has none."""
+    layer = row_standardization(model)
+    if layer is None:
+        return False
+    layer.set_statistics(images)
+    return True
 
 
 def reseed(model: keras.Model, seed: int, epoch: int) -> None:
