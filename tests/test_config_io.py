@@ -20,11 +20,20 @@ def test_paper_preset_is_the_papers_recipe():
     assert train.mixup_alpha == 0.2
 
 
-def test_quick_preset_is_cpu_sized():
+def test_paper_preset_keeps_the_fixed_input_of_the_paper():
+    features = preset("paper").features
+    assert features.normalization == "fixed_db" and not features.frequency_channel
+    assert features.image_shape == (224, 224) and not preset("paper").model.input_standardization
+    assert preset("paper").train.optimizer == "sgd"
+
+
+def test_quick_preset_is_cpu_sized_on_default_strength_faults():
     config = preset("quick")
-    assert config.features.image_size <= 96
+    pixels = config.features.image_shape[0] * config.features.image_shape[1]
+    assert pixels <= 96 * 96
     assert config.model.width_multiplier < 1 and config.model.depth_multiplier < 1
-    assert config.train.epochs <= 30 and config.data.data_dir is None
+    assert config.train.epochs <= 60 and config.data.data_dir is None
+    assert config.synthetic.fault_boost_db == 0.0  # never boosted so the demo looks good
 
 
 def test_presets_are_fresh_copies():

@@ -28,7 +28,7 @@ def test_claim_then_resume_then_refuse_another_config(tmp_path):
                     export=replace(config.export, version=3))
     assert run.claim(shown) is True
     other = replace(config, train=replace(config.train, epochs=3))
-    with pytest.raises(RunDirError, match=r"train.epochs: 20 -> 3"):
+    with pytest.raises(RunDirError, match=r"train.epochs: 60 -> 3"):
         run.claim(other)
     assert open(run.file("config.json")).read() == saved
 
@@ -44,7 +44,7 @@ def test_config_differences_lists_each_setting():
     config = preset("quick")
     changed = replace(config, features=replace(config.features, image_size=96), model=replace(config.model, reduction=8))
     assert config_differences(config, changed) == [
-        "features.image_size: 64 -> 96", "model.reduction: 16 -> 8"]
+        "features.image_size: 128 -> 96", "model.reduction: 16 -> 8"]
 
 
 def test_history_and_json_are_written_whole(tmp_path):
