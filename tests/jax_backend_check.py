@@ -150,6 +150,28 @@ def check_improved_cbam_gradient():
     return line
 
 
+def check_row_standardization(build, workdir):
+    """The per-band input standardisation on a model: fitted, trained one step, saved and loaded."""
+    import keras
+    import numpy as np
+
+    from pump_keras.layers.standardization import row_standardization, with_row_standardization
+
+    rng = np.random.default_rng(0)
+    images = rng.random((4, *SMALL_INPUT_SHAPE), dtype=np.float32)
+    model = with_row_standardization(build("plain_cnn", input_shape=SMALL_INPUT_SHAPE))
+    row_standardization(model).set_statistics([images])
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss=keras.losses.BinaryCrossentropy(from_logits=True))
+    loss = float(model.train_on_batch(images, np.array([[0.0], [1.0], [0.0], [1.0]], np.float32)))
+    path = os.path.join(workdir, "row_standardization.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(loaded.predict_on_batch(images), model.predict_on_batch(images), rtol=1e-5, atol=1e-6)
+    standardized = keras.ops.convert_to_numpy(row_standardization(loaded)(images))
+    np.testing.assert_allclose(standardized.mean(axis=(0, 2)), 0.0, atol=1e-4)
+    return f"row_standardization      ok  loss {loss:.3f}, save/load equal"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help="registry entries to check (default: all)")
@@ -181,6 +203,11 @@ def main(argv=None):
         failures.append("improved_cbam gradient")
         print(f"improved_cbam gradient FAILED  {type(error).__name__}: {error}", flush=True)
     with tempfile.TemporaryDirectory() as workdir:
+        try:
+            print(check_row_standardization(build, workdir), flush=True)
+        except Exception as error:
+            failures.append("row_standardization")
+            print(f"row_standardization FAILED  {type(error).__name__}: {error}", flush=True)
         for name in names:
             try:
                 print(check_model(name, build, registry.builder(name), workdir), flush=True)

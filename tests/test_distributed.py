@@ -21,7 +21,8 @@ from tests.conftest import REPO_ROOT
 
 ENV = {**{k: v for k, v in os.environ.items() if k != "TF_CONFIG"},
        "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": "-1"}
-SMALL = ["synthetic.clips_per_class=12"]  # 96 clips: train 72 (4 full batches and a half), val 16, test 8
+# 96 clips: train 72 (4 full batches and a half), val 16, test 8
+SMALL = ["synthetic.clips_per_class=12", "synthetic.abnormal_clips_per_id=12", "data.split_ratios=[0.7, 0.2, 0.1]"]
 TIMEOUT = 600  # seconds per process; a run takes well under a minute on two idle cores
 
 TWO_CPU_REPLICAS = """

@@ -25,7 +25,7 @@ def cli(module, *arguments):
 def small_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("evaluate") / "run"
     result = cli("pump_keras.train", "--run-dir", str(run_dir), "--epochs", "3", "--no-export", "--verbose", "0",
-                 "--set", "synthetic.clips_per_class=16")
+                 "--set", "synthetic.clips_per_class=16", "--set", "synthetic.abnormal_clips_per_id=8")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     return run_dir
 

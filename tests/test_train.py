@@ -44,7 +44,8 @@ def metrics_of(run_dir):
         return json.load(handle)
 
 
-SHORT = ("--epochs", "6", "--set", "synthetic.clips_per_class=16", "--no-export")
+SHORT = ("--epochs", "6", "--set", "synthetic.clips_per_class=16", "--set", "synthetic.abnormal_clips_per_id=8",
+         "--no-export")
 
 
 @pytest.fixture(scope="module")

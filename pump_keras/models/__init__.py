@@ -9,6 +9,7 @@ import keras
 
 from pump_keras.models.registry import available_models, build, register_model
 from pump_keras.models import efficientnet_v2, zoo  # noqa: E402,F401  registers builders and layers
+from pump_keras.layers import standardization  # noqa: E402,F401  registers RowStandardization
 
 
 def load_model(path: str, compile: bool = False) -> keras.Model:
