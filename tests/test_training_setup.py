@@ -184,7 +184,7 @@ model.compile(optimizer="sgd", loss=keras.losses.BinaryCrossentropy(from_logits=
 images = np.random.default_rng(0).uniform(0, 1, (4, 32, 32, 3)).astype("float32")
 for _ in range(2):
     model.train_on_batch(images, np.array([[0.0], [1.0], [0.0], [1.0]], "float32"))
-try:  # only a BFC allocator keeps statistics
+try:  # only a BFC allocator keeps statistics (others raise, or report zeros)
     print("peak", tf.config.experimental.get_memory_info("CPU:0")["peak"])
 except ValueError as error:
     print("no statistics:", error)
@@ -204,8 +204,8 @@ def test_cpu_allocator_of_the_config_is_the_one_tensorflow_uses_and_changes_no_r
         assert f"in use: {allocator}" in result.stdout, result.stdout
         if allocator == "bfc":
             assert int(result.stdout.split("peak")[1].split()[0]) > 0, result.stdout
-        else:
-            assert "no statistics" in result.stdout, result.stdout
+        else:  # TensorFlow's own allocator keeps no statistics: it raises, or reports zeros
+            assert "no statistics" in result.stdout or "peak 0\n" in result.stdout, result.stdout
         digests.add(result.stdout.split("weights")[1].strip())
     assert len(digests) == 1, digests
 

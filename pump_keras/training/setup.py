@@ -36,11 +36,18 @@ def configure_runtime(config: TrainConfig) -> None:
 
 def cpu_allocator_in_use() -> str:
     """`"bfc"` or `"default"`: the host allocator TensorFlow's runtime runs with (starts the runtime)."""
-    try:  # only a BFC allocator keeps statistics
-        tf.config.experimental.get_memory_info("CPU:0")
-    except (ValueError, RuntimeError):
+    # Only BFC accounts for a tiny tensor (one 256-byte chunk). TensorFlow's
+    # own allocator either keeps no statistics (raises) or, in builds that
+    # route large buffers through a BFC pool of their own, counts large
+    # buffers only; so a large probe cannot tell the two apart.
+    try:
+        before = tf.config.experimental.get_memory_info("CPU:0")["current"]
+        probe = tf.fill([3], 1.0)
+        after = tf.config.experimental.get_memory_info("CPU:0")["current"]
+        del probe
+    except (ValueError, RuntimeError, KeyError):
         return "default"
-    return "bfc"
+    return "bfc" if after > before else "default"
 
 
 def make_strategy(config: TrainConfig) -> tf.distribute.Strategy:
