@@ -160,7 +160,7 @@ def test_data_without_both_classes_is_refused_before_anything_is_written(tmp_pat
 def test_batch_larger_than_the_training_split_is_refused(tmp_path, capsys):
     status, errors = cli_error(capsys, tmp_path / "run", "--batch-size", "1000")
     assert status == 2
-    assert "batch_size 1000 is larger than the training split (144 clips)" in errors, errors
+    assert "batch_size 1000 is larger than the training split (172 clips)" in errors, errors
     assert not (tmp_path / "run" / "config.json").exists()
 
 
