@@ -54,13 +54,19 @@ def test_evaluate_writes_threshold_report_and_baselines(small_run, capsys):
         assert low <= model[name] <= high, name
     assert model["tn"] + model["fp"] + model["fn"] + model["tp"] == evaluation["n_clips"]
     assert set(evaluation["per_machine_id"]) == {"00", "02", "04", "06", "all"}
-    assert set(evaluation["per_snr"]) == {"6 dB", "all"}
+    assert set(evaluation["per_snr"]) == {"0 dB", "all"}
     majority = evaluation["baselines"]["majority"]
     assert majority["auc"] == 0.5 and majority["recall"] == 0.0
     assert majority["accuracy"] == pytest.approx(1 - evaluation["abnormal_share"])
     assert 0.0 <= evaluation["baselines"]["logistic_regression"]["auc"] <= 1.0
     report = (report_dir / "report.md").read_text()
     assert "## Model and baselines (same split)" in report and "| logistic regression |" in report
+    # The first thing a reader sees: who won, with both AUCs and their intervals.
+    verdict = evaluation["verdict"]
+    assert report.splitlines()[2] == f"**Verdict: {verdict['text']}**"
+    assert verdict["model_auc"] == pytest.approx(model["auc"])
+    assert verdict["baseline_auc"] == pytest.approx(evaluation["baselines"]["logistic_regression"]["auc"])
+    assert f"{verdict['model_auc']:.3f} [" in verdict["text"] and verdict["outcome"] in ("better", "worse", "unclear")
     for figure in ("roc", "confusion", "scores", "training_curves", "spectrograms", "explanation"):
         png = report_dir / f"{figure}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", figure
