@@ -47,6 +47,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
+from pump_keras.config_io import preset  # noqa: E402  (no TensorFlow)
+
 # (nominal SNR of the recordings, whether the test split holds an unseen fault type)
 CONDITIONS = {
     "snr6": (6.0, False),
@@ -60,18 +62,10 @@ BASELINES = ("plain_cnn", "logreg")
 # The benchmark's recordings and split are the quick preset's (4 pumps, 48
 # normal and 24 abnormal 2-second clips each, default fault strength, 6:2:2),
 # so the default run is this benchmark's 0 dB condition at seed 0.
-SYNTHETIC = dict(clips_per_class=48, abnormal_clips_per_id=24, seconds=2.0)
-SPLIT_RATIOS = (0.6, 0.2, 0.2)
-
-
-def _check_matches_quick_preset():
-    from pump_keras.config_io import preset
-
-    quick = preset("quick")
-    synthetic = {name: getattr(quick.synthetic, name) for name in SYNTHETIC}
-    if synthetic != SYNTHETIC or quick.data.split_ratios != SPLIT_RATIOS:
-        raise SystemExit(f"benchmarks/learning.py: SYNTHETIC {SYNTHETIC} / SPLIT_RATIOS {SPLIT_RATIOS} "
-                         f"no longer match the quick preset ({synthetic}, {quick.data.split_ratios}).")
+_QUICK = preset("quick")
+SYNTHETIC = {name: getattr(_QUICK.synthetic, name)
+             for name in ("clips_per_class", "abnormal_clips_per_id", "seconds")}
+SPLIT_RATIOS = _QUICK.data.split_ratios
 # The plain CNN's own recipe (a common one for a small CNN trained from
 # scratch): AdamW at 1e-3 decaying to 1e-5, weight decay 1e-4, no MixUp, no
 # label smoothing, the same epochs and input images as ours. The model fields
@@ -241,7 +235,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     """Runs the matrix; prints the table and `worst_auc_margin`."""
     args = build_parser().parse_args(argv)
-    _check_matches_quick_preset()
     conditions = args.conditions.split(",")
     models = args.models.split(",")
     seeds = args.seeds
