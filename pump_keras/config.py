@@ -250,7 +250,7 @@ STRATEGIES = ("auto", "mirrored", "multiworker")
 MIXED_PRECISION = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 CLASS_BALANCE = ("weights", "none")
 OPTIMIZERS = ("sgd", "adamw")
-CHECKPOINT_METRICS = ("val_loss", "val_auc")
+CHECKPOINT_METRICS = ("val_loss", "val_auc", "last")
 
 
 @dataclass
@@ -323,14 +323,27 @@ class TrainConfig:
         spec_augment_masks: SpecAugment masks per training image: this many
             frequency bands and this many time bands (0: none).
         spec_augment_width: the widest mask, as a fraction of its axis.
+        pseudo_anomaly_fraction: this fraction of the normal training images
+            (drawn anew each epoch) become made-up anomalies, labelled
+            abnormal: one frequency band made louder or quieter
+            (`recipe.pseudo_anomalies`). It teaches "unlike normal" beside
+            the recorded fault types; 0 turns it off.
+        pseudo_anomaly_strength: `(low, high)` of the band's change, in
+            standard deviations of the image.
+        pseudo_anomaly_width: the widest band, as a fraction of the rows.
         class_balance: `"weights"` weighs each clip by `n / (2 n_class)` of its
             class on the training split, so both classes carry equal loss and
             every clip is still seen once per epoch (balanced sampling would
             repeat the ~11 % abnormal clips eight times); `"none"` leaves it.
         checkpoint_metric: which epoch's weights `best.keras` keeps:
-            `"val_loss"` (lowest validation loss) or `"val_auc"` (highest
+            `"val_loss"` (lowest validation loss), `"val_auc"` (highest
             validation AUC; under MixUp and label smoothing the loss ranks
-            epochs by calibration more than by how well they separate the classes).
+            epochs by calibration more than by how well they separate the
+            classes) or `"last"` (the final epoch's, at the end of the
+            learning-rate decay). On a validation split of a few dozen clips
+            the loss is lowest in the first epochs, before the network has
+            learnt much, and picking the best of 60 noisy AUCs fits the
+            validation split's noise: `"last"` chooses nothing.
         seed: seeds weights, shuffling, MixUp and dropout; a run is a
             deterministic function of its config.
         deterministic: ask TensorFlow for deterministic kernels (slower on GPU).
@@ -363,6 +376,9 @@ class TrainConfig:
     time_roll: bool = False
     spec_augment_masks: int = 0
     spec_augment_width: float = 0.1
+    pseudo_anomaly_fraction: float = 0.0
+    pseudo_anomaly_strength: Tuple[float, float] = (1.0, 3.0)
+    pseudo_anomaly_width: float = 0.1
     class_balance: str = "weights"
     checkpoint_metric: str = "val_loss"
     seed: int = 0
@@ -389,6 +405,15 @@ class TrainConfig:
             raise ValueError(f"spec_augment_masks must be >= 0, got {self.spec_augment_masks}.")
         if not 0.0 < self.spec_augment_width <= 1.0:
             raise ValueError(f"spec_augment_width must lie in (0, 1], got {self.spec_augment_width}.")
+        if not 0.0 <= self.pseudo_anomaly_fraction <= 1.0:
+            raise ValueError(f"pseudo_anomaly_fraction must lie in [0, 1], got {self.pseudo_anomaly_fraction}.")
+        low, high = (float(v) for v in self.pseudo_anomaly_strength)
+        if not 0.0 < low <= high:
+            raise ValueError("pseudo_anomaly_strength must be (low, high) with 0 < low <= high, "
+                             f"got {self.pseudo_anomaly_strength}.")
+        self.pseudo_anomaly_strength = (low, high)
+        if not 0.0 < self.pseudo_anomaly_width <= 1.0:
+            raise ValueError(f"pseudo_anomaly_width must lie in (0, 1], got {self.pseudo_anomaly_width}.")
         if self.checkpoint_metric not in CHECKPOINT_METRICS:
             raise ValueError(f"checkpoint_metric must be one of {CHECKPOINT_METRICS}, "
                              f"got {self.checkpoint_metric!r}.")

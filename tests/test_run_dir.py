@@ -9,7 +9,7 @@ import pytest
 from pump_keras.config import replace
 from pump_keras.config_io import config_to_json, preset
 from pump_keras.training import recipe
-from pump_keras.training.loop import LAST_PENDING, TrainingError, check_splits, restore_checkpoint
+from pump_keras.training.loop import LAST_PENDING, TrainingError, check_splits, improves, restore_checkpoint
 from pump_keras.training.run_dir import RunDirectory, RunDirError, config_differences
 
 
@@ -108,3 +108,14 @@ def test_atomic_writes_get_the_usual_permissions(tmp_path):
         os.umask(old)
     assert os.stat(tmp_path / "report.md").st_mode & 0o777 == 0o644
     assert os.listdir(tmp_path) == ["report.md"]
+
+
+def test_checkpoint_rules_rank_epochs_as_documented():
+    row = {"val_loss": 0.5, "val_auc": 0.8}
+    assert improves(row, None, "val_loss") and improves(row, None, "val_auc")
+    assert improves(row, 0.6, "val_loss") and not improves(row, 0.5, "val_loss")  # a tie keeps the earlier
+    assert improves(row, 0.7, "val_auc") and not improves(row, 0.8, "val_auc")
+    # "last" keeps every new epoch, however its validation figures compare.
+    assert improves({"val_loss": 9.0, "val_auc": 0.1}, 3, "last")
+    with pytest.raises(ValueError, match="checkpoint_metric"):
+        replace(preset("quick").train, checkpoint_metric="best")

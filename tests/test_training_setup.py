@@ -262,3 +262,50 @@ def test_time_roll_and_spec_augment_are_seeded_and_spare_the_frequency_channel()
     np.testing.assert_array_equal(plain, images)
     with pytest.raises(ValueError, match="spec_augment_width"):
         TrainConfig(spec_augment_width=0.0)
+
+
+def test_pseudo_anomalies_change_one_band_of_chosen_normal_images_and_label_them_abnormal():
+    rng = np.random.default_rng(3)
+    images = (0.25 + 0.5 * rng.random((64, 20, 12, 2))).astype(np.float32)
+    labels = np.zeros((64, 1), np.float32)
+    labels[:16] = 1.0
+    seed = tf.constant([7, 1], tf.int64)
+    out, new_labels = recipe.pseudo_anomalies(tf.constant(images), tf.constant(labels), seed,
+                                              fraction=0.5, strength=(1.0, 3.0), max_width=0.2)
+    out, new_labels = out.numpy(), new_labels.numpy()
+    again, _ = recipe.pseudo_anomalies(tf.constant(images), tf.constant(labels), seed, 0.5, (1.0, 3.0), 0.2)
+    np.testing.assert_array_equal(out, again.numpy())
+    changed = np.abs(out - images).max(axis=(1, 2, 3)) > 0
+    made_up = (new_labels[:, 0] == 1) & (labels[:, 0] == 0)
+    np.testing.assert_array_equal(changed, made_up)  # exactly the relabelled images changed
+    assert 16 <= made_up.sum() <= 32 and (new_labels[:16] == 1).all()  # about half the normal ones
+    assert out.min() >= 0.0 and out.max() <= 1.0
+    for b in np.flatnonzero(made_up):
+        difference = out[b] - images[b]
+        rows = np.flatnonzero(np.abs(difference).max(axis=(1, 2)) > 0)
+        assert 1 <= rows.size <= 4 and np.all(np.diff(rows) == 1)  # one band of at most 20 % of the rows
+        band = difference[rows[0]]
+        unclipped = (out[b, rows[0]] > 0.0) & (out[b, rows[0]] < 1.0) & (np.abs(band) > 1e-6)
+        spread = images[b].std()
+        assert np.all(np.abs(band) <= 3.0 * spread + 1e-5)
+        assert np.all(np.abs(band[unclipped]) >= 1.0 * spread - 1e-5)
+    none, same = recipe.pseudo_anomalies(tf.constant(images), tf.constant(labels), seed, 0.0, (1.0, 3.0), 0.2)
+    np.testing.assert_array_equal(none.numpy(), images)
+    np.testing.assert_array_equal(same.numpy(), labels)
+
+
+def test_training_batches_make_pseudo_anomalies_only_on_the_feature_planes():
+    images = np.full((8, 10, 6, 3), 0.5, np.float32)
+    images[..., :2] += np.random.default_rng(0).normal(0, 0.05, (8, 10, 6, 2)).astype(np.float32)
+    images[..., 2] = np.linspace(1, 0, 10)[None, :, None]
+    dataset = tf.data.Dataset.from_tensor_slices((images, np.zeros(8, np.int64))).batch(8)
+    config = TrainConfig(mixup_alpha=0, pseudo_anomaly_fraction=1.0, seed=1)
+    (batch_images, batch_labels, _), = list(recipe.training_batches(
+        dataset, config, {0: 1.0, 1: 1.0}, epoch=0, fixed_channels=1))
+    np.testing.assert_array_equal(batch_images.numpy()[..., 2], images[..., 2])
+    assert np.all(batch_labels.numpy() == 1.0)
+    assert not np.allclose(batch_images.numpy()[..., :2], images[..., :2])
+    for bad in ({"pseudo_anomaly_fraction": 1.5}, {"pseudo_anomaly_strength": (2.0, 1.0)},
+                {"pseudo_anomaly_width": 0.0}):
+        with pytest.raises(ValueError, match="pseudo_anomaly"):
+            TrainConfig(**bad)

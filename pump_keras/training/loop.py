@@ -143,10 +143,13 @@ LAST_PENDING = "last.pending.keras"
 
 
 def improves(row: dict, best: Optional[float], metric: str) -> bool:
-    """Whether this epoch's `metric` beats the best so far (lower loss, higher AUC; ties keep the earlier)."""
-    value = row[metric]
-    if best is None:
+    """Whether this epoch's `metric` beats the best so far (lower loss, higher AUC; ties keep the earlier).
+
+    With `"last"` every epoch improves on the ones before it.
+    """
+    if metric == "last" or best is None:
         return True
+    value = row[metric]
     return value < best if metric == "val_loss" else value > best
 
 
@@ -250,7 +253,8 @@ def train(config: RunConfig, log: Callable[[str], None] = print) -> TrainResult:
         state["history"].append(row)
         state["epochs_completed"] = epoch + 1
         if improves(row, state["best_value"], config.train.checkpoint_metric):
-            state["best_value"], state["best_epoch"] = row[config.train.checkpoint_metric], epoch + 1
+            state["best_value"] = row.get(config.train.checkpoint_metric, epoch + 1)  # "last": the epoch
+            state["best_epoch"] = epoch + 1
             run.save_model(model, RunDirectory.BEST)
         # Commit order: the new checkpoint beside the old, the state, then the
         # swap; `restore_checkpoint` finishes or discards a half-done commit.

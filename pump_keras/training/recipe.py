@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Dict, Sequence
+from typing import Dict, Sequence, Tuple
 
 import keras
 import numpy as np
@@ -118,6 +118,53 @@ def spec_augment(images: tf.Tensor, seed: tf.Tensor, masks: int, max_fraction: f
     return images * keep + mean * (1.0 - keep)
 
 
+def _random_band(seed: tf.Tensor, batch, size, max_fraction: float) -> tf.Tensor:
+    """`[B, size]` float, 1 inside one random band of 1 to `max_fraction * size` entries, 0 elsewhere."""
+    widest = tf.maximum(1, tf.cast(max_fraction * tf.cast(size, tf.float32), tf.int32))
+    widths = tf.random.stateless_uniform([batch, 1], seed, 1, widest + 1, dtype=tf.int32)
+    room = tf.cast(size - widths + 1, tf.float32)
+    starts = tf.cast(tf.random.stateless_uniform(
+        [batch, 1], tf.random.experimental.stateless_fold_in(seed, 1)) * room, tf.int32)
+    positions = tf.range(size)[None, :]
+    return tf.cast((positions >= starts) & (positions < starts + widths), tf.float32)
+
+
+def pseudo_anomalies(images: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor, fraction: float,
+                     strength: Tuple[float, float], max_width: float) -> Tuple[tf.Tensor, tf.Tensor]:
+    """Turns a random `fraction` of the normal images into made-up anomalies labelled 1.
+
+    Each chosen image gets one frequency band (1 row up to `max_width` of the
+    rows) made louder or quieter by `strength` (uniform in `[low, high]`)
+    times the image's own standard deviation, over the whole clip or (half
+    of the time) over a stretch of up to half of it; pixels stay in [0, 1].
+    A fault of a kind never recorded still changes some band's level or how
+    it varies, so the network learns "unlike the normal clips" and not only
+    "like the faults in the training split" (outlier exposure with
+    synthetic outliers, in the spirit of CutPaste, Li et al. 2021).
+
+    Args:
+        images: `[B, H, W, C]` feature planes (no fixed channels).
+        labels: `[B, 1]` 0/1 labels.
+    """
+    batch, height, width = tf.shape(images)[0], tf.shape(images)[1], tf.shape(images)[2]
+
+    def part(index):
+        return tf.random.experimental.stateless_fold_in(seed, index)
+
+    chosen = (tf.random.stateless_uniform([batch], part(0)) < fraction) & (labels[:, 0] < 0.5)
+    rows = _random_band(part(1), batch, height, max_width)
+    stretch = _random_band(part(2), batch, width, 0.5)
+    whole_clip = tf.random.stateless_uniform([batch, 1], part(3)) < 0.5
+    columns = tf.where(whole_clip, tf.ones_like(stretch), stretch)
+    sign = tf.where(tf.random.stateless_uniform([batch], part(4)) < 0.5, -1.0, 1.0)
+    spread = tf.math.reduce_std(images, axis=[1, 2, 3])
+    amount = sign * spread * tf.random.stateless_uniform([batch], part(5), strength[0], strength[1])
+    amount *= tf.cast(chosen, tf.float32)
+    shift = rows[:, :, None] * columns[:, None, :] * amount[:, None, None]
+    images = tf.clip_by_value(images + shift[..., None], 0.0, 1.0)
+    return images, tf.where(chosen[:, None], tf.ones_like(labels), labels)
+
+
 def augment(images: tf.Tensor, seed: tf.Tensor, config: TrainConfig, planes: int) -> tf.Tensor:
     """The configured time roll and SpecAugment masks on the first `planes` channels.
 
@@ -138,9 +185,10 @@ def training_batches(dataset: tf.data.Dataset, config: TrainConfig, weights: Dic
                      epoch: int, fixed_channels: int = 0) -> tf.data.Dataset:
     """Training batches `(images, labels [B, 1], sample_weights [B])` for one epoch.
 
-    Augmentation first (`augment`: time roll, SpecAugment masks), seeded by
-    the run seed, the epoch and the batch's index, on every channel but the
-    last `fixed_channels` (the frequency position). Then MixUp (`keras.layers.MixUp`, seeded by the run seed and the epoch, run
+    Augmentation first (`augment`: time roll, SpecAugment masks; then
+    `pseudo_anomalies`), seeded by the run seed, the epoch and the batch's
+    index, on every channel but the last `fixed_channels` (the frequency
+    position). Then MixUp (`keras.layers.MixUp`, seeded by the run seed and the epoch, run
     sequentially so its random stream is reproducible) mixes images and
     labels. A mixed pair's sample weight is its class weights mixed the same
     way, `w = y w1 + (1 - y) w0` for the mixed label `y`, and its target
@@ -158,8 +206,14 @@ def training_batches(dataset: tf.data.Dataset, config: TrainConfig, weights: Dic
     def prepare(index, batch):
         images, labels = batch
         planes = images.shape[-1] - fixed_channels
-        images = augment(images, tf.stack([tf.constant(epoch_seed, tf.int64), index]), config, planes)
+        batch_seed = tf.stack([tf.constant(epoch_seed, tf.int64), index])
+        images = augment(images, batch_seed, config, planes)
         labels = tf.reshape(tf.cast(labels, tf.float32), (-1, 1))
+        if config.pseudo_anomaly_fraction > 0:
+            made_up, labels = pseudo_anomalies(
+                images[..., :planes], labels, tf.random.experimental.stateless_fold_in(batch_seed, 2),
+                config.pseudo_anomaly_fraction, config.pseudo_anomaly_strength, config.pseudo_anomaly_width)
+            images = tf.concat([made_up, images[..., planes:]], axis=-1)
         if mixup is not None:
             mixed = mixup({"images": images, "labels": labels}, training=True)
             images, labels = tf.cast(mixed["images"], tf.float32), tf.cast(mixed["labels"], tf.float32)
