@@ -380,7 +380,7 @@ class TrainConfig:
     pseudo_anomaly_strength: Tuple[float, float] = (1.0, 3.0)
     pseudo_anomaly_width: float = 0.1
     class_balance: str = "weights"
-    checkpoint_metric: str = "val_loss"
+    checkpoint_metric: str = "last"
     seed: int = 0
     deterministic: bool = True
     strategy: str = "auto"

@@ -82,6 +82,8 @@ def test_quick_preset_beats_the_baseline_at_default_fault_strength(quick_run):
     assert any(name.startswith("events") for _, _, files in os.walk(run_dir / "logs") for name in files)
     history = open(run_dir / "history.csv").read().splitlines()
     assert len(history) == 1 + 60 and "learning_rate" in history[0] and "val_auc" in history[0]
+    # The run keeps its last epoch (the learning benchmark's choice), whatever the validation loss did.
+    assert metrics["checkpoint_metric"] == "last" and metrics["best_epoch"] == 60
     assert "Epoch 60/60" in result.stdout and "Done in" in result.stdout
     saved_model = f"{run_dir}-models/pump_anomaly/1"
     assert os.path.isfile(os.path.join(saved_model, "saved_model.pb"))
