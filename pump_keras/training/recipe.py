@@ -188,7 +188,8 @@ def training_batches(dataset: tf.data.Dataset, config: TrainConfig, weights: Dic
     Augmentation first (`augment`: time roll, SpecAugment masks; then
     `pseudo_anomalies`), seeded by the run seed, the epoch and the batch's
     index, on every channel but the last `fixed_channels` (the frequency
-    position). Then MixUp (`keras.layers.MixUp`, seeded by the run seed and the epoch, run
+    position). Made-up anomalies take the abnormal class weight. Then MixUp
+    (`keras.layers.MixUp`, seeded by the run seed and the epoch, run
     sequentially so its random stream is reproducible) mixes images and
     labels. A mixed pair's sample weight is its class weights mixed the same
     way, `w = y w1 + (1 - y) w0` for the mixed label `y`, and its target
