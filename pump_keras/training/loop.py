@@ -21,6 +21,7 @@ from pump_keras.data.split import describe_splits, write_manifest
 from pump_keras.data.synthetic import generate_dataset
 from pump_keras.training import custom_loop, recipe, setup
 from pump_keras.training.run_dir import RunDirectory
+from pump_keras.wavfile import atomic_write_bytes
 
 
 class TrainingError(ValueError):
@@ -255,7 +256,8 @@ def train(config: RunConfig, log: Callable[[str], None] = print) -> TrainResult:
         if improves(row, state["best_value"], config.train.checkpoint_metric):
             state["best_value"] = row.get(config.train.checkpoint_metric, epoch + 1)  # "last": the epoch
             state["best_epoch"] = epoch + 1
-            run.save_model(model, RunDirectory.BEST)
+            if config.train.checkpoint_metric != "last":  # "last" copies last.keras once, below
+                run.save_model(model, RunDirectory.BEST)
         # Commit order: the new checkpoint beside the old, the state, then the
         # swap; `restore_checkpoint` finishes or discards a half-done commit.
         run.save_model(model, LAST_PENDING)
@@ -263,6 +265,9 @@ def train(config: RunConfig, log: Callable[[str], None] = print) -> TrainResult:
         run.write_json(RunDirectory.STATE, state)
         os.replace(run.file(LAST_PENDING), run.file(RunDirectory.LAST))
 
+    if config.train.checkpoint_metric == "last":
+        with open(run.file(RunDirectory.LAST), "rb") as handle:
+            atomic_write_bytes(run.file(RunDirectory.BEST), handle.read())
     model.load_weights(run.file(RunDirectory.BEST))
     predict = functools.partial(custom_loop.predict_logits, strategy=strategy) if multiworker else predict_scores
     result = evaluate_model(model, evaluation, splits, predict,
