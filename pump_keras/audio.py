@@ -13,7 +13,8 @@ scaled like `tf.audio.decode_wav`: an integer sample of B bits is divided by
 2**(B - 1), so 16-bit audio is `int16 / 32768`, bit-exact.
 
 Bad bytes raise `InvalidArgumentError` whose message says what is wrong and,
-when `source` is given, which file it was.
+when `source` is given, which file it was. Float data holding NaN or Inf is
+bad bytes too: it would turn every score computed from it into NaN.
 """
 
 from __future__ import annotations
@@ -211,6 +212,20 @@ def decoder_name(format_tag: int, bits_per_sample: int, data_offset: int) -> str
     return DECODERS[index + 1]
 
 
+def check_finite(samples: tf.Tensor, source: tf.Tensor) -> tf.Tensor:
+    """A bool tensor to depend on that fails when `samples` hold NaN or Inf (one reduce)."""
+    return check(source, [(
+        tf.reduce_all(tf.math.is_finite(samples)),
+        lambda: tf.constant("non-finite samples (NaN or Inf); the recording is corrupt"),
+    )])
+
+
+def _finite(samples: tf.Tensor, source: tf.Tensor) -> tf.Tensor:
+    """`samples`, once checked to hold no NaN or Inf; only float data can."""
+    with tf.control_dependencies([check_finite(samples, source)]):
+        return tf.identity(samples)
+
+
 def _check_channel(channel: Channel) -> None:
     if channel is not None and channel != "mean" and (not isinstance(channel, int) or channel < 0):
         raise ValueError(f"channel must be None, a non-negative int or 'mean', got {channel!r}.")
@@ -223,6 +238,7 @@ def decode_samples(
     num_channels: tf.Tensor,
     decoder: str,
     channel: Channel = None,
+    source: Optional[tf.Tensor] = None,
 ) -> tf.Tensor:
     """The samples of a data chunk whose place and encoding are already known.
 
@@ -232,11 +248,14 @@ def decode_samples(
         num_channels: channels in the file.
         decoder: a `DECODERS` entry (a Python string: the graph has no branch).
         channel: as in `decode_wav`.
+        source: as in `decode_wav`.
 
     Returns:
         float32 `[frames, channels]`, or `[frames, 1]` when a channel is chosen.
+        Float data holding NaN or Inf in any channel raises `InvalidArgumentError`.
     """
     _check_channel(channel)
+    source = _as_source(source)
     width = tf.cast(num_channels, tf.int32)
     offset = tf.cast(data_offset, tf.int32)
     size = tf.cast(data_bytes, tf.int32)
@@ -269,7 +288,7 @@ def decode_samples(
     if decoder == "pcm32":
         return pick(tf.io.decode_raw(data, tf.int32), 1.0 / 2**31)
     if decoder == "float32":
-        return pick(tf.io.decode_raw(data, tf.float32), 1.0)
+        return pick(_finite(tf.io.decode_raw(data, tf.float32), source), 1.0)
     raise ValueError(f"Unknown decoder {decoder!r}; expected one of {DECODERS}.")
 
 
@@ -314,7 +333,7 @@ def decode_wav(
     # One conditional both enforces the checks and picks the decoder: the
     # last branch, taken when any check fails, raises the error.
     branches = [
-        functools.partial(decode_samples, contents, offset, size, num_channels, name, channel)
+        functools.partial(decode_samples, contents, offset, size, num_channels, name, channel, source)
         for name in DECODERS
     ] + [fail]
     in_place = tf.logical_and(tf.equal(header["encoding"], 0), tf.equal(offset % 2, 0))

@@ -33,7 +33,7 @@ from sklearn.preprocessing import StandardScaler
 
 from pump_keras.config import FeatureConfig
 from pump_keras.data.index import ClipRecord
-from pump_keras.wavfile import atomic_write_bytes
+from pump_keras.wavfile import WavFormatError, atomic_write_bytes
 
 # Bump when `clip_logmel_statistics` changes, so old caches are not reused.
 FEATURE_VERSION = "logmel-mean-std-1"
@@ -48,8 +48,11 @@ def read_channel(path, channel) -> Tuple[np.ndarray, int]:
     """`(waveform, sample_rate)`: one microphone (int) or the mean of all ("mean").
 
     Samples are scaled like `pump_keras.audio.decode_wav` (int16 / 32768).
+    A file holding NaN or Inf samples is refused, as by `decode_wav`.
     """
     audio, sample_rate = soundfile.read(os.fspath(path), dtype="float32", always_2d=True)
+    if not np.isfinite(audio).all():
+        raise WavFormatError(f"{path}: non-finite samples (NaN or Inf); the recording is corrupt.")
     if channel == "mean":
         return audio.mean(axis=1), sample_rate
     if not 0 <= int(channel) < audio.shape[1]:

@@ -49,7 +49,7 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from pump_keras.audio import check, decode_wav
+from pump_keras.audio import check, check_finite, decode_wav
 from pump_keras.config import FeatureConfig
 
 AMPLITUDE_FLOOR = 1e-5  # floor of |X| before 20*log10 (-100 dB)
@@ -198,9 +198,17 @@ def to_backbone_channels(images: tf.Tensor, config: FeatureConfig) -> tf.Tensor:
     return tf.concat([repeated, position], axis=-1)
 
 
-def waveform_to_image(waveform: tf.Tensor, config: FeatureConfig) -> tf.Tensor:
-    """A 1-D waveform at `config.sample_rate` as a one-channel `[rows, columns, 1]` image."""
-    return feature_to_image(compute_feature(waveform, config), config)
+def waveform_to_image(
+    waveform: tf.Tensor, config: FeatureConfig, source: Optional[tf.Tensor] = None
+) -> tf.Tensor:
+    """A 1-D waveform at `config.sample_rate` as a one-channel `[rows, columns, 1]` image.
+
+    A waveform holding NaN or Inf raises `InvalidArgumentError` naming
+    `source` (default "waveform"): its image would be NaN, and so its score.
+    """
+    source = tf.constant("waveform") if source is None else tf.convert_to_tensor(source, tf.string)
+    with tf.control_dependencies([check_finite(waveform, source)]):
+        return feature_to_image(compute_feature(waveform, config), config)
 
 
 def wav_bytes_to_waveform(
@@ -223,4 +231,4 @@ def wav_bytes_to_image(
     contents: tf.Tensor, config: FeatureConfig, source: Optional[tf.Tensor] = None
 ) -> tf.Tensor:
     """WAV file bytes to the one-channel `[rows, columns, 1]` image (decode, feature, image)."""
-    return waveform_to_image(wav_bytes_to_waveform(contents, config, source), config)
+    return waveform_to_image(wav_bytes_to_waveform(contents, config, source), config, source)

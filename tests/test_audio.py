@@ -174,3 +174,14 @@ def test_channel_out_of_range():
     assert "channel 5 requested but the file has 2 channel(s)" in _decode_error(contents, channel=5)
     with pytest.raises(ValueError, match="channel must be"):
         decode_wav(tf.constant(contents), channel="left")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_float_samples_are_named(bad):
+    samples = np.zeros((64, 2), np.float32)
+    samples[40, 1] = bad
+    contents = make_wav(samples, format_tag=3, bits=32)
+    message = _decode_error(contents)
+    assert "non-finite samples (NaN or Inf)" in message
+    # The channel in use is finite, the file is still refused.
+    assert "non-finite" in _decode_error(contents, channel=0)

@@ -81,6 +81,15 @@ def test_wrong_sample_rate_is_an_error_naming_the_file():
         baselines.clip_logmel_statistics(path, FeatureConfig(sample_rate=22050))
 
 
+def test_non_finite_samples_are_an_error_naming_the_file(tmp_path):
+    samples = np.zeros((4096, 2), np.float32)
+    samples[5, 1] = np.nan
+    path = tmp_path / "nan.wav"
+    soundfile.write(str(path), samples, 16000, subtype="FLOAT")
+    with pytest.raises(ValueError, match=re.escape(str(path)) + r": non-finite samples \(NaN or Inf\)"):
+        baselines.read_channel(path, 0)
+
+
 # --- the feature cache
 
 def noise_clip(path, seed, scale=3000):

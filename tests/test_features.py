@@ -202,3 +202,19 @@ def test_wrong_sample_rate_is_an_error_naming_the_file():
 def test_feature_config_validation(changes, match):
     with pytest.raises(ValueError, match=match):
         FeatureConfig(**changes)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_waveform_is_refused(bad):
+    waveform = np.zeros(4096, np.float32)
+    waveform[100] = bad
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"waveform: non-finite samples \(NaN or Inf\)"):
+        features.waveform_to_image(tf.constant(waveform), FeatureConfig(image_size=32))
+
+
+def test_non_finite_wav_file_is_an_error_naming_the_file():
+    samples = np.zeros((4096, 1), np.float32)
+    samples[7] = np.nan
+    contents = tf.constant(make_wav(samples, format_tag=3, bits=32))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"id_00/x\.wav: non-finite samples"):
+        features.wav_bytes_to_image(contents, FeatureConfig(), source=tf.constant("id_00/x.wav"))

@@ -214,3 +214,20 @@ def test_missing_file_is_named():
     records = [ClipRecord(missing, 0, "pump", "00", 0.0, "k")]
     with pytest.raises(FileNotFoundError, match="missing.wav"):
         make_dataset(records, SMALL, DataConfig(batch_size=1, cache=False))
+
+
+def test_a_non_finite_file_fails_naming_it_when_read(tmp_path):
+    from tests.wav_bytes import make_wav
+
+    folder = tmp_path / "0_dB_pump" / "pump" / "id_00" / "normal"
+    folder.mkdir(parents=True)
+    samples = np.zeros((4096, 1), np.float32)
+    (folder / "00000000.wav").write_bytes(make_wav(samples, format_tag=3, bits=32))
+    samples[9] = np.inf
+    (folder / "00000001.wav").write_bytes(make_wav(samples, format_tag=3, bits=32))
+    records = index_dataset(tmp_path)
+    dataset = make_dataset(records, SMALL, DataConfig(batch_size=2, cache=False))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="non-finite samples") as info:
+        for _ in dataset:
+            pass
+    assert str(folder / "00000001.wav") in info.value.message

@@ -90,14 +90,14 @@ def _image_from_known_layout(path, offset, size, channels, file_bytes, decoder_i
     )
     with tf.control_dependencies([unchanged]):
         def decode(name):
-            return decode_samples(contents, offset, size, channels, name, config.channel)
+            return decode_samples(contents, offset, size, channels, name, config.channel, path)
 
         if len(decoders) == 1:
             audio = decode(decoders[0])
         else:
             audio = tf.switch_case(
                 decoder_index, [functools.partial(decode, name) for name in decoders])
-    return waveform_to_image(audio[:, 0], config)
+    return waveform_to_image(audio[:, 0], config, path)
 
 
 def cache_path_for(cache_dir: str, name: str, paths: Sequence[str], config: FeatureConfig) -> str:
