@@ -68,6 +68,10 @@ def clip_logmel_statistics(path, feature_config: FeatureConfig) -> np.ndarray:
         raise ValueError(
             f"{path}: sample rate {sample_rate} Hz, but the features expect "
             f"{feature_config.sample_rate} Hz (resample the data or set FeatureConfig.sample_rate).")
+    if len(waveform) < feature_config.n_fft:
+        raise ValueError(
+            f"{path}: clip of {len(waveform)} samples is shorter than one STFT frame "
+            f"(n_fft {feature_config.n_fft}).")
     mel = librosa.feature.melspectrogram(
         y=waveform, sr=sample_rate, n_fft=feature_config.n_fft,
         hop_length=feature_config.hop_length, n_mels=feature_config.n_mels)

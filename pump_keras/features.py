@@ -203,11 +203,18 @@ def waveform_to_image(
 ) -> tf.Tensor:
     """A 1-D waveform at `config.sample_rate` as a one-channel `[rows, columns, 1]` image.
 
-    A waveform holding NaN or Inf raises `InvalidArgumentError` naming
-    `source` (default "waveform"): its image would be NaN, and so its score.
+    A waveform holding NaN or Inf, or shorter than one STFT frame
+    (`config.n_fft` samples), raises `InvalidArgumentError` naming `source`
+    (default "waveform"): its image would be NaN, or all padding.
     """
     source = tf.constant("waveform") if source is None else tf.convert_to_tensor(source, tf.string)
-    with tf.control_dependencies([check_finite(waveform, source)]):
+    samples = tf.shape(waveform)[0]
+    long_enough = check(source, [(
+        samples >= config.n_fft,
+        lambda: tf.strings.format(
+            "clip of {} samples is shorter than one STFT frame (n_fft {})", (samples, config.n_fft)),
+    )])
+    with tf.control_dependencies([long_enough, check_finite(waveform, source)]):
         return feature_to_image(compute_feature(waveform, config), config)
 
 

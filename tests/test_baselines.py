@@ -90,6 +90,14 @@ def test_non_finite_samples_are_an_error_naming_the_file(tmp_path):
         baselines.read_channel(path, 0)
 
 
+def test_clip_shorter_than_one_stft_frame_is_an_error_naming_the_file(tmp_path):
+    path = tmp_path / "short.wav"
+    write_wav(str(path), np.ones((1000, 1), np.int16), 16000)
+    with pytest.raises(ValueError, match=re.escape(str(path)) + r": clip of 1000 samples is shorter "
+                                         r"than one STFT frame \(n_fft 1024\)"):
+        baselines.clip_logmel_statistics(path, SMALL)
+
+
 # --- the feature cache
 
 def noise_clip(path, seed, scale=3000):

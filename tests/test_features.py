@@ -218,3 +218,21 @@ def test_non_finite_wav_file_is_an_error_naming_the_file():
     contents = tf.constant(make_wav(samples, format_tag=3, bits=32))
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"id_00/x\.wav: non-finite samples"):
         features.wav_bytes_to_image(contents, FeatureConfig(), source=tf.constant("id_00/x.wav"))
+
+
+@pytest.mark.parametrize("samples", [0, 1, 100, 1023])
+def test_clip_shorter_than_one_stft_frame_is_refused(samples):
+    config = FeatureConfig(image_size=32)  # n_fft 1024
+    short = f"clip of {samples} samples is shorter than one STFT frame \\(n_fft 1024\\)"
+    with pytest.raises(tf.errors.InvalidArgumentError, match="waveform: " + short):
+        features.waveform_to_image(tf.zeros([samples]), config)
+    if samples:
+        contents = tf.constant(make_wav(np.ones((samples, 2), np.int16)))
+        with pytest.raises(tf.errors.InvalidArgumentError, match=r"id_00/x\.wav: " + short):
+            features.wav_bytes_to_image(contents, config, source=tf.constant("id_00/x.wav"))
+
+
+def test_clip_of_exactly_one_stft_frame_is_accepted():
+    config = FeatureConfig(image_size=32, n_fft=256, hop_length=128)
+    image = features.wav_bytes_to_image(tf.constant(make_wav(np.ones((256, 1), np.int16))), config)
+    assert image.shape == (32, 32, 1)

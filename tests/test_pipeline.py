@@ -231,3 +231,13 @@ def test_a_non_finite_file_fails_naming_it_when_read(tmp_path):
         for _ in dataset:
             pass
     assert str(folder / "00000001.wav") in info.value.message
+
+
+def test_a_clip_shorter_than_one_stft_frame_is_named_before_training(tmp_path):
+    _write_clips(tmp_path / "data", 2, seconds=0.05)  # 800 samples
+    records = index_dataset(tmp_path / "data")
+    with pytest.raises(ValueError, match="clip of 800 samples is shorter than one STFT frame "
+                                         r"\(n_fft 1024\)") as info:
+        make_dataset(records, SMALL, DataConfig(cache=False))
+    assert records[0].path in str(info.value)
+    make_dataset(records, FeatureConfig(image_size=32, n_fft=512, hop_length=256), DataConfig(cache=False))

@@ -58,7 +58,8 @@ def read_layouts(records: Sequence, config: FeatureConfig) -> dict:
     Returns column lists (`data_offset`, `data_bytes`, `channels`,
     `file_bytes`, `decoder`) for `tf.data`. Raises `WavFormatError` or
     `ValueError` naming the first bad file: unreadable header, a sample rate
-    other than `config.sample_rate`, or too few channels for `config.channel`.
+    other than `config.sample_rate`, too few channels for `config.channel`,
+    or fewer samples than one STFT frame (`config.n_fft`).
     """
     columns = {key: [] for key in ("data_offset", "data_bytes", "channels", "file_bytes", "decoder")}
     for record in records:
@@ -71,6 +72,10 @@ def read_layouts(records: Sequence, config: FeatureConfig) -> dict:
             raise ValueError(
                 f"{record.path}: channel {config.channel} requested but the file has "
                 f"{header.channels} channel(s).")
+        if header.frames < config.n_fft:
+            raise ValueError(
+                f"{record.path}: clip of {header.frames} samples is shorter than one STFT frame "
+                f"(n_fft {config.n_fft}).")
         columns["data_offset"].append(header.data_offset)
         columns["data_bytes"].append(header.data_bytes - header.data_bytes % header.block_align)
         columns["channels"].append(header.channels)
