@@ -52,32 +52,37 @@ def _u16_fields(contents: tf.Tensor, pos: tf.Tensor, nbytes: int) -> tf.Tensor:
 
 
 def _find_chunks(contents: tf.Tensor, length: tf.Tensor):
-    """Walks RIFF chunks from byte 12; returns offsets and sizes of `fmt ` and `data`.
+    """Walks RIFF chunks from byte 12 up to `data`.
 
-    An offset of -1 means the chunk was not found. Chunks are word-aligned:
-    an odd-sized chunk is followed by one pad byte.
+    Returns offsets and sizes of the first `fmt ` and of `data`, and how many
+    `fmt ` chunks come before `data`. An offset of -1 means the chunk was not
+    found. Chunks are word-aligned: an odd-sized chunk is followed by one pad
+    byte.
     """
     minus_one = tf.constant(-1, tf.int64)
+    zero = tf.constant(0, tf.int64)
 
-    def keep_walking(pos, fmt_pos, fmt_size, data_pos, data_size):
+    def keep_walking(pos, fmt_pos, fmt_size, fmt_count, data_pos, data_size):
         return tf.logical_and(data_pos < 0, pos + 8 <= length)
 
-    def next_chunk(pos, fmt_pos, fmt_size, data_pos, data_size):
+    def next_chunk(pos, fmt_pos, fmt_size, fmt_count, data_pos, data_size):
         chunk_id = tf.strings.substr(contents, pos, 4)
         words = _u16_fields(contents, pos + 4, 4)
         size = words[0] + words[1] * 65536
-        is_fmt = tf.logical_and(tf.equal(chunk_id, "fmt "), fmt_pos < 0)
+        is_any_fmt = tf.equal(chunk_id, "fmt ")
+        is_fmt = tf.logical_and(is_any_fmt, fmt_pos < 0)
         is_data = tf.equal(chunk_id, "data")
         fmt_pos = tf.where(is_fmt, pos + 8, fmt_pos)
         fmt_size = tf.where(is_fmt, size, fmt_size)
+        fmt_count += tf.cast(is_any_fmt, tf.int64)
         data_pos = tf.where(is_data, pos + 8, data_pos)
         data_size = tf.where(is_data, size, data_size)
-        return pos + 8 + size + size % 2, fmt_pos, fmt_size, data_pos, data_size
+        return pos + 8 + size + size % 2, fmt_pos, fmt_size, fmt_count, data_pos, data_size
 
-    start = (tf.constant(12, tf.int64), minus_one, tf.constant(0, tf.int64), minus_one,
-             tf.constant(0, tf.int64))
-    _, fmt_pos, fmt_size, data_pos, data_size = tf.while_loop(keep_walking, next_chunk, start)
-    return fmt_pos, fmt_size, data_pos, data_size
+    start = (tf.constant(12, tf.int64), minus_one, zero, zero, minus_one, zero)
+    _, fmt_pos, fmt_size, fmt_count, data_pos, data_size = tf.while_loop(
+        keep_walking, next_chunk, start)
+    return fmt_pos, fmt_size, fmt_count, data_pos, data_size
 
 
 def _read_header(contents: tf.Tensor, length: tf.Tensor):
@@ -92,7 +97,7 @@ def _read_header(contents: tf.Tensor, length: tf.Tensor):
         # (clamped: substr fails past the end of a short input)
         tf.equal(tf.strings.substr(head, tf.minimum(tf.strings.length(head), 8), 4), "WAVE"),
     )
-    fmt_pos, fmt_size, data_pos, data_size = _find_chunks(contents, length)
+    fmt_pos, fmt_size, fmt_count, data_pos, data_size = _find_chunks(contents, length)
     fmt = _u16_fields(contents, tf.clip_by_value(fmt_pos, 0, length), 40)
     format_tag, channels, block_align, bits = fmt[0], fmt[1], fmt[6], fmt[7]
     sample_rate = fmt[2] + fmt[3] * 65536
@@ -108,6 +113,8 @@ def _read_header(contents: tf.Tensor, length: tf.Tensor):
         (is_riff, text("not a RIFF/WAVE file (the first 12 bytes lack 'RIFF' and 'WAVE')")),
         (data_pos >= 0, text("no 'data' chunk found in {} bytes (truncated or not audio)", length)),
         (fmt_pos >= 0, text("no 'fmt ' chunk before the 'data' chunk")),
+        # Which one would a reader believe? Readers differ, so none is.
+        (fmt_count <= 1, text("more than one 'fmt ' chunk; the format is ambiguous")),
         (fmt_size >= 16, text("'fmt ' chunk of {} bytes is too short (need 16)", fmt_size)),
         (fmt_pos + fmt_size <= length, text("truncated 'fmt ' chunk")),
         (tf.logical_or(tf.logical_not(is_extensible), fmt_size >= 40),

@@ -82,8 +82,8 @@ def read_wav_header(path: str) -> WavHeader:
 
     Reads only the header bytes. Raises `WavFormatError` naming the file for
     anything `pump_keras.audio.decode_wav` would reject: not RIFF/WAVE, a
-    missing or short `fmt ` chunk, an unsupported encoding, an empty or
-    truncated `data` chunk.
+    missing, short or repeated `fmt ` chunk, an unsupported encoding, an
+    empty or truncated `data` chunk.
     """
     path = os.fspath(path)
     file_bytes = os.path.getsize(path)
@@ -100,6 +100,10 @@ def read_wav_header(path: str) -> WavHeader:
                 raise WavFormatError(f"{path}: no 'data' chunk found (file is {file_bytes} bytes).")
             chunk_id, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
             if chunk_id == b"fmt ":
+                if fmt is not None:
+                    # Readers differ on which one counts, so none does.
+                    raise WavFormatError(
+                        f"{path}: more than one 'fmt ' chunk; the format is ambiguous.")
                 if size < 16:
                     raise WavFormatError(f"{path}: 'fmt ' chunk of {size} bytes is too short (need 16).")
                 fmt = f.read(min(size, 40))

@@ -1,6 +1,7 @@
 """In-graph WAV decoding: bit-exact on the real clips, every header layout, clear errors."""
 
 import io
+import re
 
 import numpy as np
 import pytest
@@ -185,3 +186,17 @@ def test_non_finite_float_samples_are_named(bad):
     assert "non-finite samples (NaN or Inf)" in message
     # The channel in use is finite, the file is still refused.
     assert "non-finite" in _decode_error(contents, channel=0)
+
+
+def test_two_fmt_chunks_are_refused_by_graph_and_host(tmp_path):
+    from tests.wav_bytes import fmt_payload
+    from pump_keras.wavfile import WavFormatError, read_wav_header
+
+    samples = np.arange(64, dtype=np.int16).reshape(-1, 2)
+    second = fmt_payload(1, 1, 16000, 16)  # mono: the same bytes would read as other audio
+    contents = make_wav(samples, after_fmt=[(b"fact", b"\0\0\0\0"), (b"fmt ", second)])
+    assert "more than one 'fmt ' chunk" in _decode_error(contents)
+    path = tmp_path / "x.wav"
+    path.write_bytes(contents)
+    with pytest.raises(WavFormatError, match=re.escape(str(path)) + ": more than one 'fmt ' chunk"):
+        read_wav_header(str(path))
