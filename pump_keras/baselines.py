@@ -9,7 +9,8 @@
     statistics (the mean and standard deviation of each mel band over time).
     On real MIMII pump at -6 dB it reaches ~0.97 AUC: a CNN has to beat it.
 
-Features are computed on the host (soundfile, librosa) from the same
+Clips are decoded as the training pipeline decodes them (`read_channel`),
+and features are computed on the host with librosa from the same
 microphone (`FeatureConfig.channel`) and the same log-mel power as the
 CNN's `mel` feature: Slaney mel filters, centred periodic-Hann STFT,
 `10 log10(max(M, 1e-10))` referenced to full scale, no `top_db` clipping.
@@ -26,14 +27,15 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import librosa
 import numpy as np
-import soundfile
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
+import tensorflow as tf
 
+from pump_keras.audio import decode_samples, decoder_name
 from pump_keras.config import FeatureConfig
 from pump_keras.data.index import ClipRecord
-from pump_keras.wavfile import WavFormatError, atomic_write_bytes
+from pump_keras.wavfile import WavFormatError, atomic_write_bytes, read_wav_header
 
 # Bump when `clip_logmel_statistics` changes, so old caches are not reused.
 FEATURE_VERSION = "logmel-mean-std-1"
@@ -47,18 +49,25 @@ LOGISTIC_MAX_ITER = 2000
 def read_channel(path, channel) -> Tuple[np.ndarray, int]:
     """`(waveform, sample_rate)`: one microphone (int) or the mean of all ("mean").
 
-    Samples are scaled like `pump_keras.audio.decode_wav` (int16 / 32768).
-    A file holding NaN or Inf samples is refused, as by `decode_wav`.
+    Decoded as the training pipeline decodes (header read here, samples by
+    `pump_keras.audio.decode_samples`), so every encoding it reads is read
+    here, scaled alike. Raises `WavFormatError` naming the file for what it
+    refuses, NaN or Inf samples included.
     """
-    audio, sample_rate = soundfile.read(os.fspath(path), dtype="float32", always_2d=True)
-    if not np.isfinite(audio).all():
-        raise WavFormatError(f"{path}: non-finite samples (NaN or Inf); the recording is corrupt.")
-    if channel == "mean":
-        return audio.mean(axis=1), sample_rate
-    if not 0 <= int(channel) < audio.shape[1]:
+    header = read_wav_header(path)
+    if channel != "mean" and not 0 <= int(channel) < header.channels:
         raise ValueError(
-            f"{path}: channel {channel} requested but the file has {audio.shape[1]} channel(s).")
-    return audio[:, int(channel)], sample_rate
+            f"{path}: channel {channel} requested but the file has {header.channels} channel(s).")
+    with open(path, "rb") as f:
+        contents = tf.constant(f.read())
+    try:
+        audio = decode_samples(
+            contents, header.data_offset, header.frames * header.block_align, header.channels,
+            decoder_name(header), channel if channel == "mean" else int(channel))
+    except tf.errors.InvalidArgumentError as error:  # the one check decode_samples makes
+        raise WavFormatError(
+            f"{path}: non-finite samples (NaN or Inf); the recording is corrupt.") from error
+    return audio.numpy()[:, 0], header.sample_rate
 
 
 def clip_logmel_statistics(path, feature_config: FeatureConfig) -> np.ndarray:

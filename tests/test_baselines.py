@@ -90,6 +90,24 @@ def test_non_finite_samples_are_an_error_naming_the_file(tmp_path):
         baselines.read_channel(path, 0)
 
 
+@pytest.mark.parametrize("bits", [24, 40, 64])
+def test_channels_are_read_as_the_training_pipeline_reads_them(bits, tmp_path):
+    import tensorflow as tf
+
+    from pump_keras.audio import decode_wav
+    from tests.wav_bytes import make_wav
+
+    values = np.random.default_rng(bits).integers(-2**(bits - 1), 2**(bits - 1), (3000, 3), dtype=np.int64)
+    contents = make_wav(values, bits=bits)
+    path = tmp_path / "x.wav"
+    path.write_bytes(contents)
+    for channel in (2, "mean"):
+        expected, _ = decode_wav(tf.constant(contents), channel=channel)
+        waveform, rate = baselines.read_channel(path, channel)
+        assert rate == 16000
+        np.testing.assert_array_equal(waveform, expected.numpy()[:, 0])
+
+
 def test_clip_shorter_than_one_stft_frame_is_an_error_naming_the_file(tmp_path):
     path = tmp_path / "short.wav"
     write_wav(str(path), np.ones((1000, 1), np.int16), 16000)

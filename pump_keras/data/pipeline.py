@@ -80,8 +80,7 @@ def read_layouts(records: Sequence, config: FeatureConfig) -> dict:
         columns["data_bytes"].append(header.data_bytes - header.data_bytes % header.block_align)
         columns["channels"].append(header.channels)
         columns["file_bytes"].append(header.file_bytes)
-        columns["decoder"].append(
-            decoder_name(header.format_tag, header.bits_per_sample, header.data_offset))
+        columns["decoder"].append(decoder_name(header))
     return columns
 
 
