@@ -1,4 +1,5 @@
-"""In-graph WAV decoding: bit-exact on the real clips, every header layout, clear errors."""
+"""WAV decoding in the graph and from host headers: bit-exact on the real clips and on
+scipy's and CPython's test files, every header layout and encoding, clear errors."""
 
 import io
 import os
@@ -21,9 +22,10 @@ from tests.wav_bytes import make_wav
 def scipy_reference(contents: bytes):
     """(float32 [frames, channels], rate) from scipy, with the documented scaling.
 
-    scipy returns samples left-justified in its integer dtype, so an integer
-    container of C bits comes back as a D-bit integer: (u - 128) / 128 for
-    unsigned 8-bit, value / 2**(D - 1) for signed; floats are cast.
+    scipy returns integers left-justified in a dtype of D >= C bits (a 20-bit
+    sample in a 24-bit container as int32 times 2**8), so value / 2**(D - 1)
+    is the container's value / 2**(C - 1); unsigned 8-bit is (u - 128) / 128;
+    floats are cast.
     """
     rate, data = scipy.io.wavfile.read(io.BytesIO(contents))
     data = data.reshape(data.shape[0], -1)
@@ -298,6 +300,17 @@ def test_suite_broken_files_are_refused_clearly(name):
     assert BROKEN[name] in _decode_error(open(path, "rb").read())
     with pytest.raises(WavFormatError, match=re.escape(path) + ": " + re.escape(BROKEN[name])):
         read_wav_header(path)
+
+
+def test_rf64_sizes_come_from_the_ds64_chunk(tmp_path):
+    contents = open(os.path.join(SCIPY_WAVS, "test-8000Hz-le-3ch-5S-24bit-rf64.wav"), "rb").read()
+    assert b"data\xff\xff\xff\xff" in contents
+    cut = contents[:contents.index(b"data") + 8 + 42]
+    assert "'data' chunk declares 45 bytes but only 42 follow" in _decode_error(cut)
+    path = tmp_path / "x.wav"
+    path.write_bytes(cut)
+    with pytest.raises(WavFormatError, match="'data' chunk declares 45 bytes but only 42 follow"):
+        read_wav_header(str(path))
 
 
 @pytest.mark.parametrize("format_tag,subtype", [(6, "ALAW"), (7, "ULAW")])
