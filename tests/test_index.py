@@ -18,6 +18,7 @@ from pump_keras.data.index import (
     summarize,
 )
 from pump_keras.wavfile import WavFormatError, write_wav
+from tests.conftest import fails_instead_of_hanging
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SNRS = ("6", "0", "-6")
@@ -215,6 +216,19 @@ def test_hidden_files_skipped(tmp_path):
     hidden.mkdir()
     tiny_wav(hidden / "junk.wav")
     assert len(index_dataset(tmp_path)) == 2
+
+
+def test_named_pipe_is_refused_without_being_opened(tmp_path):
+    make_mimii(tmp_path, snrs=("0",), ids=("00",), clips=1)
+    pipe = tmp_path / "0_dB_pump" / "pump" / "id_00" / "normal" / "00000007.wav"
+    os.mkfifo(pipe)
+    with fails_instead_of_hanging(10):
+        with pytest.raises(DatasetError, match=r"(?s)not regular files.*00000007.wav: a named pipe"):
+            index_dataset(tmp_path)
+        record = ClipRecord(path=str(pipe), label=0, machine="pump", machine_id="00", snr_db=0.0,
+                            clip_key="pump/id_00/normal/00000007")
+        with pytest.raises(WavFormatError, match="named pipe"):
+            check_audio_headers([record])
 
 
 def test_normalize_machine_id():

@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from pump_keras.wavfile import read_wav_header
+from pump_keras.wavfile import read_wav_header, special_file_kind
 
 KNOWN_MACHINES = ("pump", "fan", "valve", "slider", "ToyCar", "ToyConveyor")
 LABEL_NAMES = {0: "normal", 1: "abnormal"}
@@ -77,13 +77,15 @@ def index_dataset(
 
     Raises:
         DatasetError: `root` is missing or not a directory, holds no `.wav`
-            files, holds `.wav` files following neither layout, mixes both
+            files, holds `.wav` names that are not regular files (a named
+            pipe, a device), holds `.wav` files following neither layout, mixes both
             layouts, holds one recording twice, or a filter matches nothing.
     """
     root_path = _check_root(root)
     paths = _find_wav_files(root_path)
     if not paths:
         raise DatasetError(f"{root_path}: no .wav files found under this directory.")
+    _check_regular_files(root_path, paths)
     records, unknown = _parse_all(paths)
     if unknown:
         raise DatasetError(_unknown_files_message(root_path, unknown))
@@ -192,6 +194,18 @@ def _find_wav_files(root: Path) -> List[str]:
             if name.lower().endswith(".wav") and not name.startswith("."):
                 found.append(os.path.join(directory, name))
     return found
+
+
+def _check_regular_files(root: Path, paths: Sequence[str]) -> None:
+    """Raises for `.wav` names that are not regular files (a named pipe would hang any reader)."""
+    special = [(path, kind) for path in paths for kind in [special_file_kind(path)] if kind]
+    if special:
+        examples = "\n".join(f"  {os.path.relpath(p, root)}: {kind}" for p, kind in special[:_MAX_EXAMPLES])
+        more = f"\n  ... and {len(special) - _MAX_EXAMPLES} more" if len(special) > _MAX_EXAMPLES else ""
+        raise DatasetError(
+            f"{root}: {len(special)} .wav name(s) are not regular files (none was opened):\n"
+            f"{examples}{more}\nRemove them or move them out of the dataset folder."
+        )
 
 
 def _parse_all(paths: Iterable[str]) -> Tuple[List[ClipRecord], List[str]]:
