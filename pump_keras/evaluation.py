@@ -18,6 +18,7 @@ from pump_keras import metrics
 from pump_keras.verdict import compare_with_baseline
 from pump_keras.config import EvalConfig, RunConfig, replace
 from pump_keras.config_io import config_from_json
+from pump_keras.data.index import machine_group
 from pump_keras.wavfile import atomic_write_bytes
 
 REPORT_DIR = "report"
@@ -129,7 +130,7 @@ def evaluate_run(run_dir: str, data_dir: Optional[str] = None, split: str = "tes
                       "chosen_on": "val"}
     atomic_write_bytes(os.path.join(run_dir, THRESHOLD_FILE), (json.dumps(threshold_info, indent=2) + "\n").encode())
 
-    machine_ids = [r.machine_id for r in records["eval"]]
+    machines = [machine_group(r) for r in records["eval"]]
     snrs = [snr_name(r.snr_db) for r in records["eval"]]
     result = {
         "run_dir": os.path.abspath(run_dir),
@@ -141,7 +142,7 @@ def evaluate_run(run_dir: str, data_dir: Optional[str] = None, split: str = "tes
         "threshold": threshold_info,
         "evaluation": json.loads(json.dumps(eval_config.__dict__)),
         "model": metrics_with_intervals(labels, scores, threshold, eval_config),
-        "per_machine_id": metrics.grouped_metrics(labels, scores, machine_ids, threshold, max_fpr=eval_config.max_fpr),
+        "per_machine_id": metrics.grouped_metrics(labels, scores, machines, threshold, max_fpr=eval_config.max_fpr),
         "per_snr": metrics.grouped_metrics(labels, scores, snrs, threshold, max_fpr=eval_config.max_fpr),
     }
     if baselines:
@@ -213,11 +214,11 @@ def draw_figures(model, run_dir: str, report_dir: str, run_config: RunConfig, re
 
     examples, chosen = [], set()
     for record in records:
-        key = (record.machine_id, record.label)
+        key = (machine_group(record), record.label)
         if key not in chosen:
             chosen.add(key)
-            examples.append({"title": f"id_{record.machine_id} {'abnormal' if record.label else 'normal'}",
-                             "image": image_of(record), "machine_id": record.machine_id, "label": record.label})
+            examples.append({"title": f"{key[0]} {'abnormal' if record.label else 'normal'}",
+                             "image": image_of(record), "machine_id": key[0], "label": record.label})
     plots.plot_spectrogram_examples(sorted(examples, key=lambda e: (e["machine_id"], e["label"])),
                                     path("spectrograms"))
     abnormal = [i for i, label in enumerate(labels) if label == 1]
@@ -227,7 +228,7 @@ def draw_figures(model, run_dir: str, report_dir: str, run_config: RunConfig, re
         model_input = to_backbone_channels(tf.constant(image[..., None]), run_config.features).numpy()
         heatmap = plots.grad_cam(model, model_input)
         plots.plot_explanation(image, heatmap, path("explanation"),
-                               title=f"{os.path.basename(records[top].path)} (id_{records[top].machine_id}), "
+                               title=f"{os.path.basename(records[top].path)} ({machine_group(records[top])}), "
                                      f"score {sigmoid(scores[top]):.2f}: Grad-CAM")
     return figures
 
@@ -282,7 +283,7 @@ def write_report(result: dict, path: str) -> None:
               "worth deploying where it beats the log-mel logistic regression.", ""]
     lines += ["## Confusion matrix", "", "| | predicted normal | predicted abnormal |", "| --- | --- | --- |",
               f"| normal | {model['tn']} | {model['fp']} |", f"| abnormal | {model['fn']} | {model['tp']} |", ""]
-    lines += ["## Per machine id", ""] + _table(result["per_machine_id"], columns, "machine id") + [""]
+    lines += ["## Per machine", ""] + _table(result["per_machine_id"], columns, "machine") + [""]
     lines += ["## Per SNR", ""] + _table(result["per_snr"], columns, "SNR") + [""]
     if result.get("figures"):
         lines += ["## Figures", ""]

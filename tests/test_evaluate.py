@@ -53,7 +53,7 @@ def test_evaluate_writes_threshold_report_and_baselines(small_run, capsys):
         low, high = model[f"{name}_ci"]
         assert low <= model[name] <= high, name
     assert model["tn"] + model["fp"] + model["fn"] + model["tp"] == evaluation["n_clips"]
-    assert set(evaluation["per_machine_id"]) == {"00", "02", "04", "06", "all"}
+    assert set(evaluation["per_machine_id"]) == {"pump/id_00", "pump/id_02", "pump/id_04", "pump/id_06", "all"}
     assert set(evaluation["per_snr"]) == {"0 dB", "all"}
     majority = evaluation["baselines"]["majority"]
     assert majority["auc"] == 0.5 and majority["recall"] == 0.0
@@ -104,3 +104,21 @@ def test_intervals_are_the_bootstrap_of_each_metric():
     assert result["auc_ci"] == list(expected)
     assert result["auc_ci"][0] < result["auc"] < result["auc_ci"][1]
     assert "auc_ci" not in metrics_with_intervals(labels, scores, 0.5, EvalConfig(bootstrap=0))
+
+
+def test_reports_keep_machines_with_the_same_id_apart():
+    from pump_keras.data.index import ClipRecord
+    from pump_keras.training.loop import evaluate_model
+
+    def record(machine, label, i):
+        name = "abnormal" if label else "normal"
+        return ClipRecord(path=f"/d/0_dB_{machine}/{machine}/id_00/{name}/{i:08d}.wav", label=label,
+                          machine=machine, machine_id="00", snr_db=0.0, clip_key=f"{machine}/id_00/{name}/{i:08d}")
+
+    clips = [record(machine, label, i) for machine in ("fan", "pump") for label in (0, 1) for i in range(3)]
+    splits = {"val": clips, "test": clips}
+    scores = np.array([-1.0, -2.0, -3.0, 1.0, 2.0, 3.0, 1.0, 2.0, 3.0, -1.0, -2.0, -3.0])
+    result = evaluate_model(None, {"val": None, "test": None}, splits, predict=lambda model, data: scores)
+    per_machine = result["test_per_machine_id"]
+    assert set(per_machine) == {"fan/id_00", "pump/id_00", "all"}
+    assert per_machine["fan/id_00"]["auc"] == 1.0 and per_machine["pump/id_00"]["auc"] == 0.0

@@ -14,6 +14,7 @@ from pump_keras.data.index import (
     check_audio_headers,
     format_summary,
     index_dataset,
+    machine_group,
     normalize_machine_id,
     summarize,
 )
@@ -241,9 +242,21 @@ def test_normalize_machine_id():
 def test_summarize_counts(tmp_path):
     make_mimii(tmp_path, snrs=("0", "-6"), ids=("00",), clips=3)
     counts = summarize(index_dataset(tmp_path))
-    assert counts == {(-6.0, "00", 0): 3, (-6.0, "00", 1): 3, (0.0, "00", 0): 3, (0.0, "00", 1): 3}
+    assert counts == {(-6.0, "pump", "00", 0): 3, (-6.0, "pump", "00", 1): 3,
+                      (0.0, "pump", "00", 0): 3, (0.0, "pump", "00", 1): 3}
     text = format_summary(index_dataset(tmp_path))
-    assert "total" in text and text.splitlines()[1].split() == ["-6", "00", "3", "3"]
+    assert "total" in text and text.splitlines()[1].split() == ["-6", "pump", "00", "3", "3"]
+
+
+def test_summary_keeps_machines_with_the_same_id_apart(tmp_path):
+    make_mimii(tmp_path, snrs=("0",), ids=("00",), clips=2, machine="pump")
+    make_mimii(tmp_path, snrs=("0",), ids=("00",), clips=1, machine="fan")
+    records = index_dataset(tmp_path)
+    assert summarize(records) == {(0.0, "fan", "00", 0): 1, (0.0, "fan", "00", 1): 1,
+                                  (0.0, "pump", "00", 0): 2, (0.0, "pump", "00", 1): 2}
+    rows = [line.split() for line in format_summary(records).splitlines()[1:]]
+    assert rows == [["0", "fan", "00", "1", "1"], ["0", "pump", "00", "2", "2"], ["total", "3", "3"]]
+    assert {machine_group(r) for r in records} == {"fan/id_00", "pump/id_00"}
 
 
 def test_headers_summary(tmp_path):

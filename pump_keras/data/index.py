@@ -143,25 +143,31 @@ def check_audio_headers(records: Sequence[ClipRecord], sample_rate: Optional[int
     }
 
 
-def summarize(records: Iterable[ClipRecord]) -> Dict[Tuple[Optional[float], str, int], int]:
-    """Clip counts per `(snr_db, machine_id, label)`, in sorted order."""
-    counts = collections.Counter((r.snr_db, r.machine_id, r.label) for r in records)
+def machine_group(record: ClipRecord) -> str:
+    """The machine a clip was recorded on, as "pump/id_00": ids repeat across machine types."""
+    return f"{record.machine}/id_{record.machine_id}"
+
+
+def summarize(records: Iterable[ClipRecord]) -> Dict[Tuple[Optional[float], str, str, int], int]:
+    """Clip counts per `(snr_db, machine, machine_id, label)`, in sorted order."""
+    counts = collections.Counter((r.snr_db, r.machine, r.machine_id, r.label) for r in records)
     return {key: counts[key] for key in sorted(counts, key=_summary_sort_key)}
 
 
 def format_summary(records: Iterable[ClipRecord]) -> str:
-    """A printable table: one row per (SNR, machine id), normal/abnormal counts."""
-    rows: Dict[Tuple[Optional[float], str], List[int]] = {}
-    for (snr, machine_id, label), count in summarize(records).items():
-        rows.setdefault((snr, machine_id), [0, 0])[label] += count
-    lines = [f"{'snr_db':>7}  {'id':>3}  {'normal':>7}  {'abnormal':>8}"]
+    """A printable table: one row per (SNR, machine, machine id), normal/abnormal counts."""
+    rows: Dict[Tuple[Optional[float], str, str], List[int]] = {}
+    for (snr, machine, machine_id, label), count in summarize(records).items():
+        rows.setdefault((snr, machine, machine_id), [0, 0])[label] += count
+    width = max([len("machine")] + [len(machine) for _, machine, _ in rows])
+    lines = [f"{'snr_db':>7}  {'machine':<{width}}  {'id':>3}  {'normal':>7}  {'abnormal':>8}"]
     totals = [0, 0]
-    for (snr, machine_id), (normal, abnormal) in rows.items():
+    for (snr, machine, machine_id), (normal, abnormal) in rows.items():
         snr_text = "-" if snr is None else f"{snr:g}"
-        lines.append(f"{snr_text:>7}  {machine_id:>3}  {normal:>7}  {abnormal:>8}")
+        lines.append(f"{snr_text:>7}  {machine:<{width}}  {machine_id:>3}  {normal:>7}  {abnormal:>8}")
         totals[0] += normal
         totals[1] += abnormal
-    lines.append(f"{'total':>7}  {'':>3}  {totals[0]:>7}  {totals[1]:>8}")
+    lines.append(f"{'total':>7}  {'':<{width}}  {'':>3}  {totals[0]:>7}  {totals[1]:>8}")
     return "\n".join(lines)
 
 
@@ -401,10 +407,10 @@ def _check_sample_rates(by_rate: Dict[int, List[str]], expected: Optional[int]) 
         )
 
 
-def _summary_sort_key(key: Tuple[Optional[float], str, int]):
-    """Sorts `(snr_db, machine_id, label)` with `None` SNR first."""
-    snr, machine_id, label = key
-    return (snr is not None, snr if snr is not None else 0.0, machine_id, label)
+def _summary_sort_key(key: Tuple[Optional[float], str, str, int]):
+    """Sorts `(snr_db, machine, machine_id, label)` with `None` SNR first."""
+    snr, machine, machine_id, label = key
+    return (snr is not None, snr if snr is not None else 0.0, machine, machine_id, label)
 
 
 __all__ = [
@@ -415,6 +421,7 @@ __all__ = [
     "index_dataset",
     "parse_clip_path",
     "check_audio_headers",
+    "machine_group",
     "summarize",
     "format_summary",
     "normalize_machine_id",

@@ -184,26 +184,26 @@ def _check_ratios(ratios: Sequence[float]) -> Tuple[float, float, float]:
     return tuple(v / total for v in values)
 
 
-def _group_by_stratum(records: Iterable[ClipRecord]) -> Dict[Tuple[str, int], Dict[str, List[ClipRecord]]]:
-    """Records grouped as {(machine_id, label): {clip_key: [records]}}."""
-    strata: Dict[Tuple[str, int], Dict[str, List[ClipRecord]]] = collections.defaultdict(dict)
-    stratum_of_key: Dict[str, Tuple[str, int]] = {}
+def _group_by_stratum(records: Iterable[ClipRecord]) -> Dict[Tuple[str, str, int], Dict[str, List[ClipRecord]]]:
+    """Records grouped as {(machine, machine_id, label): {clip_key: [records]}}."""
+    strata: Dict[Tuple[str, str, int], Dict[str, List[ClipRecord]]] = collections.defaultdict(dict)
+    stratum_of_key: Dict[str, Tuple[str, str, int]] = {}
     for record in records:
-        stratum = (record.machine_id, int(record.label))
+        stratum = (record.machine, record.machine_id, int(record.label))
         previous = stratum_of_key.setdefault(record.clip_key, stratum)
         if previous != stratum:
             raise SplitError(
-                f"clip key {record.clip_key!r} has records of machine id/label {previous} "
+                f"clip key {record.clip_key!r} has records of machine/id/label {previous} "
                 f"and {stratum} (e.g. {record.path}); one recording must have one id and label."
             )
         strata[stratum].setdefault(record.clip_key, []).append(record)
     return strata
 
 
-def _stratum_rng(seed: int, stratum: Tuple[str, int]) -> np.random.Generator:
+def _stratum_rng(seed: int, stratum: Tuple[str, str, int]) -> np.random.Generator:
     """A generator seeded from the split seed and a stable hash of the stratum."""
-    machine_id, label = stratum
-    stratum_hash = zlib.crc32(f"{machine_id}/{label}".encode("utf-8"))
+    machine, machine_id, label = stratum
+    stratum_hash = zlib.crc32(f"{machine}/{machine_id}/{label}".encode("utf-8"))
     return np.random.default_rng([int(seed), stratum_hash])
 
 
