@@ -216,7 +216,7 @@ def train(config: RunConfig, log: Callable[[str], None] = print) -> TrainResult:
         log(f"Resuming {run.path} after epoch {state['epochs_completed']} of {config.train.epochs}.")
     else:
         state = {"epochs_completed": 0, "history": [], "best_value": None, "best_epoch": None}
-        described = setup.initialize_from(model, config.train.init_from)
+        described = setup.initialize_from(model, config.train.init_from, splits)
         if described:
             log(f"Initialised from {described}.")
         elif setup.fit_input_statistics(model, (images for images, _ in make_dataset(
