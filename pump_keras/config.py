@@ -152,9 +152,9 @@ class DataConfig:
             built-in synthetic recordings.
         snr_db: keep only these MIMII SNR folders (e.g. `(-6,)`); `None` keeps all.
         machine_ids: keep only these machine ids (e.g. `("00", "02")`).
-        split_ratios: train/val/test fractions, stratified by
-            (machine_id, label) and grouped by clip key.
-        split_seed: seed of the split.
+        split_ratios: train/val/test fractions, grouped by clip key; each
+            recording's split is a hash of (split_seed, clip key) cut at them.
+        split_seed: seed of the split, part of every recording's hash.
         split_file: a split manifest (`split.csv`, as a run writes it) to use
             as it is instead of splitting `data_dir`: a fixed split shared by
             several runs, or one made by hand.
