@@ -1,9 +1,16 @@
-"""Finding the recordings of a MIMII- or DCASE-layout tree on disk.
+"""Finding the recordings of a MIMII, DCASE or plain labelled tree on disk.
 
-Two layouts are recognised, matched on each file's absolute path parts:
+These layouts are recognised, matched on each file's absolute path parts:
 
 * MIMII: ``<snr>_dB_<machine>/<machine>/id_XX/{normal,abnormal}/NAME.wav``
   (e.g. ``-6_dB_pump/pump/id_00/abnormal/00000012.wav``).
+* A MIMII archive unpacked without its SNR folder:
+  ``<machine>/id_XX/{normal,abnormal}/NAME.wav``, the SNR taken from the
+  nearest folder above named like ``-6_dB_pump``, ``min6dB``, ``6dB`` or
+  ``0_dB``, else from `folder_snr_db`, else unknown (`None`).
+* Plain folders of one's own recordings: ``<any>/{normal,abnormal}/NAME.wav``;
+  the machine is ``<any>`` and the id 00 unless ``<machine>/id_XX/`` folders
+  name them (this is the layout above, SNR included).
 * DCASE 2020 Task 2: ``{normal,anomaly}_id_XX_NNNNNNNN.wav``, flat or under
   ``train/`` and ``test/`` folders.
 
@@ -27,9 +34,19 @@ KNOWN_MACHINES = ("pump", "fan", "valve", "slider", "ToyCar", "ToyConveyor")
 LABEL_NAMES = {0: "normal", 1: "abnormal"}
 
 MIMII_LAYOUT = "<snr>_dB_<machine>/<machine>/id_XX/{normal,abnormal}/NAME.wav"
+MIMII_ARCHIVE_LAYOUT = "[<snr folder>/]<machine>/id_XX/{normal,abnormal}/NAME.wav"
+PLAIN_LAYOUT = "<any>/{normal,abnormal}/NAME.wav"
 DCASE_LAYOUT = "[<machine>/{train,test}/]{normal,anomaly}_id_XX_NNNNNNNN.wav"
+LAYOUTS_TEXT = (
+    f"  MIMII: {MIMII_LAYOUT} (e.g. -6_dB_pump/pump/id_00/normal/00000000.wav);\n"
+    f"  a MIMII archive unpacked without its SNR folder: {MIMII_ARCHIVE_LAYOUT}, the SNR from a folder "
+    "above named like -6_dB_pump, min6dB, 6dB or 0_dB, or from data.folder_snr_db;\n"
+    f"  your own recordings: {PLAIN_LAYOUT} (machine and id folders optional);\n"
+    f"  DCASE 2020 Task 2: {DCASE_LAYOUT} (e.g. pump/train/normal_id_00_00000000.wav)."
+)
+DEFAULT_MACHINE_ID = "00"
 
-_SNR_DIR = re.compile(r"^([+-]?\d+(?:\.\d+)?)_dB_(.+)$")
+_SNR_DIR = re.compile(r"^(min|[+-])?(\d+(?:\.\d+)?)_?dB(?:_(.+))?$", re.IGNORECASE)
 _ID_DIR = re.compile(r"^id_(\d+)$")
 _DCASE_NAME = re.compile(r"^(normal|anomaly)_id_(\d+)_(\d+)\.wav$", re.IGNORECASE)
 _MIMII_CLASSES = {"normal": 0, "abnormal": 1}
@@ -67,13 +84,17 @@ def index_dataset(
     root,
     snr_db: Optional[Iterable[float]] = None,
     machine_ids: Optional[Iterable[str]] = None,
+    folder_snr_db: Optional[float] = None,
 ) -> List[ClipRecord]:
     """All recordings under `root`, sorted by path.
 
     Args:
-        root: a directory holding a MIMII or DCASE tree (any level of it).
+        root: a directory holding a tree in one of the layouts (any level of it).
         snr_db: keep only these SNRs in dB; each must exist in the tree.
         machine_ids: keep only these machine ids (e.g. `("00", "02")`).
+        folder_snr_db: the SNR of `normal`/`abnormal` folders with no folder
+            above them naming one (an unpacked MIMII archive); `None` leaves
+            it unknown.
 
     Raises:
         DatasetError: `root` is missing or not a directory, holds no `.wav`
@@ -86,7 +107,7 @@ def index_dataset(
     if not paths:
         raise DatasetError(f"{root_path}: no .wav files found under this directory.")
     _check_regular_files(root_path, paths)
-    records, unknown = _parse_all(paths)
+    records, unknown = _parse_all(paths, folder_snr_db)
     if unknown:
         raise DatasetError(_unknown_files_message(root_path, unknown))
     _check_single_layout(root_path, records)
@@ -96,11 +117,14 @@ def index_dataset(
     return sorted(records, key=lambda r: r.path)
 
 
-def parse_clip_path(path) -> Optional[ClipRecord]:
-    """The record for one absolute WAV path, or `None` if no layout matches."""
+def parse_clip_path(path, folder_snr_db: Optional[float] = None) -> Optional[ClipRecord]:
+    """The record for one WAV path (made absolute), or `None` if no layout matches.
+
+    `folder_snr_db` is the SNR of class folders that no folder above names.
+    """
     path = os.path.abspath(os.fspath(path))
     parts = Path(path).parts
-    return _parse_mimii(path, parts) or _parse_dcase(path, parts)
+    return _parse_class_folder(path, parts, folder_snr_db) or _parse_dcase(path, parts)
 
 
 def check_audio_headers(records: Sequence[ClipRecord], sample_rate: Optional[int] = None) -> dict:
@@ -214,11 +238,11 @@ def _check_regular_files(root: Path, paths: Sequence[str]) -> None:
         )
 
 
-def _parse_all(paths: Iterable[str]) -> Tuple[List[ClipRecord], List[str]]:
+def _parse_all(paths: Iterable[str], folder_snr_db: Optional[float]) -> Tuple[List[ClipRecord], List[str]]:
     """Records for the paths that match a layout, and the paths that do not."""
     records, unknown = [], []
     for path in paths:
-        record = parse_clip_path(path)
+        record = parse_clip_path(path, folder_snr_db)
         if record is None:
             unknown.append(path)
         else:
@@ -226,25 +250,32 @@ def _parse_all(paths: Iterable[str]) -> Tuple[List[ClipRecord], List[str]]:
     return records, unknown
 
 
-def _parse_mimii(path: str, parts: Tuple[str, ...]) -> Optional[ClipRecord]:
-    """The record of a MIMII-layout path, or `None`."""
-    if len(parts) < 6:
+def _parse_class_folder(path: str, parts: Tuple[str, ...], folder_snr_db: Optional[float]) -> Optional[ClipRecord]:
+    """The record of a file in a `normal`/`abnormal` folder (MIMII, its archives, plain folders), or `None`."""
+    if len(parts) < 3 or parts[-2] not in _MIMII_CLASSES or not parts[-1].lower().endswith(".wav"):
         return None
-    snr_dir, machine, id_dir, class_dir, name = parts[-5:]
-    snr_match = _SNR_DIR.match(snr_dir)
-    id_match = _ID_DIR.match(id_dir)
-    if not (snr_match and id_match and class_dir in _MIMII_CLASSES):
-        return None
-    if snr_match.group(2) != machine or not name.lower().endswith(".wav"):
-        return None
-    machine_id = f"{int(id_match.group(1)):02d}"
+    class_dir, name = parts[-2], parts[-1]
+    id_match = _ID_DIR.match(parts[-3])
+    if id_match and len(parts) >= 5:
+        machine, machine_id, above = parts[-4], f"{int(id_match.group(1)):02d}", parts[:-4]
+    else:
+        machine, machine_id, above = parts[-3], DEFAULT_MACHINE_ID, parts[:-3]
+    snr_db = folder_snr_db
+    for depth, folder in enumerate(reversed(above)):
+        snr_match = _SNR_DIR.match(folder)
+        if snr_match:
+            sign, value, named_machine = snr_match.groups()
+            if depth == 0 and named_machine is not None and named_machine != machine:
+                return None  # e.g. 0_dB_fan/pump/...: the SNR folder names another machine
+            snr_db = -float(value) if (sign or "").lower() in ("min", "-") else float(value)
+            break
     stem = name[: -len(".wav")]
     return ClipRecord(
         path=path,
         label=_MIMII_CLASSES[class_dir],
         machine=machine,
         machine_id=machine_id,
-        snr_db=float(snr_match.group(1)),
+        snr_db=None if snr_db is None else float(snr_db),
         clip_key=f"{machine}/id_{machine_id}/{class_dir}/{stem}",
     )
 
@@ -295,25 +326,31 @@ def _known_machine_in(folder: str) -> Optional[str]:
 
 
 def _unknown_files_message(root: Path, unknown: Sequence[str]) -> str:
-    """Describes `.wav` files that follow neither layout."""
+    """Describes `.wav` files that follow no known layout, and the layouts there are."""
     examples = "\n".join(f"  {os.path.relpath(p, root)}" for p in unknown[:_MAX_EXAMPLES])
     more = f"\n  ... and {len(unknown) - _MAX_EXAMPLES} more" if len(unknown) > _MAX_EXAMPLES else ""
     return (
         f"{root}: {len(unknown)} .wav file(s) follow neither known layout, e.g.:\n"
         f"{examples}{more}\n"
-        f"Expected MIMII: {MIMII_LAYOUT} (e.g. -6_dB_pump/pump/id_00/normal/00000000.wav)\n"
-        f"or DCASE 2020 Task 2: {DCASE_LAYOUT} (e.g. pump/train/normal_id_00_00000000.wav)."
+        f"The layouts are:\n{LAYOUTS_TEXT}"
     )
 
 
+def _is_dcase(record: ClipRecord) -> bool:
+    """Whether a record came from a DCASE file name (its class is in the name, not a folder)."""
+    return _DCASE_NAME.match(os.path.basename(record.path)) is not None and \
+        os.path.basename(os.path.dirname(record.path)) not in _MIMII_CLASSES
+
+
 def _check_single_layout(root: Path, records: Sequence[ClipRecord]) -> None:
-    """Raises if MIMII and DCASE files are mixed under one root."""
-    mimii = [r.path for r in records if r.snr_db is not None]
-    dcase = [r.path for r in records if r.snr_db is None]
-    if mimii and dcase:
+    """Raises if DCASE files are mixed with `normal`/`abnormal` folders under one root."""
+    dcase = [r.path for r in records if _is_dcase(r)]
+    folders = [r.path for r in records if not _is_dcase(r)]
+    if folders and dcase:
         raise DatasetError(
-            f"{root}: mixes {len(mimii)} MIMII-layout and {len(dcase)} DCASE-layout files "
-            f"(e.g. {os.path.relpath(mimii[0], root)} and {os.path.relpath(dcase[0], root)}); "
+            f"{root}: mixes {len(folders)} files in normal/abnormal folders (MIMII layout) and "
+            f"{len(dcase)} DCASE-layout files "
+            f"(e.g. {os.path.relpath(folders[0], root)} and {os.path.relpath(dcase[0], root)}); "
             "point the dataset root at one of them."
         )
 
@@ -369,7 +406,9 @@ def _describe_snrs(snrs: Iterable[Optional[float]]) -> str:
     values = sorted(v for v in snrs if v is not None)
     text = ", ".join(f"{v:g} dB" for v in values)
     if None in snrs:
-        text = (text + ", " if text else "") + "none (DCASE layout has no SNR folders)"
+        text = (text + ", " if text else "") + (
+            "none (DCASE layout has no SNR folders; folders of recordings with no folder above naming "
+            "an SNR get data.folder_snr_db)")
     return text
 
 
@@ -415,6 +454,7 @@ def _summary_sort_key(key: Tuple[Optional[float], str, str, int]):
 
 __all__ = [
     "KNOWN_MACHINES",
+    "LAYOUTS_TEXT",
     "LABEL_NAMES",
     "DatasetError",
     "ClipRecord",
