@@ -127,13 +127,17 @@ def parse_clip_path(path, folder_snr_db: Optional[float] = None) -> Optional[Cli
     return _parse_class_folder(path, parts, folder_snr_db) or _parse_dcase(path, parts)
 
 
-def check_audio_headers(records: Sequence[ClipRecord], sample_rate: Optional[int] = None) -> dict:
+def check_audio_headers(records: Sequence[ClipRecord], sample_rate: Optional[int] = None,
+                        root: Optional[str] = None) -> dict:
     """Reads every file's WAV header (not its samples) and checks the rates agree.
 
     Args:
         records: the clips to check, as from `index_dataset`.
         sample_rate: the rate every file must have, in Hz; `None` only
             requires the files to agree with one another.
+        root: the dataset folder the records come from; a rate error
+            prints the exact command that converts it (default: the
+            deepest folder holding every file).
 
     Returns:
         A summary: `files`, `sample_rate`, `channels` (channel count ->
@@ -157,7 +161,7 @@ def check_audio_headers(records: Sequence[ClipRecord], sample_rate: Optional[int
         channels[header.channels] += 1
         encodings[header.encoding] += 1
         total_seconds += header.seconds
-    _check_sample_rates(by_rate, sample_rate)
+    _check_sample_rates(by_rate, sample_rate, root or _common_folder(records))
     return {
         "files": len(records),
         "sample_rate": next(iter(by_rate)),
@@ -425,24 +429,33 @@ def _read_header(path: str):
         raise DatasetError(f"{path}: cannot read file ({error.strerror or error}).") from error
 
 
-def _check_sample_rates(by_rate: Dict[int, List[str]], expected: Optional[int]) -> None:
-    """Raises if the files have several sample rates, or not `expected`."""
+def _common_folder(records: Sequence[ClipRecord]) -> str:
+    """The deepest folder holding every record's file."""
+    return os.path.commonpath([os.path.dirname(os.path.abspath(r.path)) for r in records])
+
+
+def _check_sample_rates(by_rate: Dict[int, List[str]], expected: Optional[int], root: str) -> None:
+    """Raises if the files have several sample rates, or not `expected`; the message gives the converting command."""
+    from pump_keras.data.resample import resample_command
+
     def describe(rate):
         paths = by_rate[rate]
         return f"{rate} Hz in {len(paths)} file(s) (e.g. {paths[0]})"
 
     rates = sorted(by_rate, key=lambda rate: (-len(by_rate[rate]), rate))
+    target = int(expected) if expected is not None else rates[0]
+    convert = f"Convert them (frequencies would be mis-scaled otherwise) with: {resample_command(root, target)}"
     if len(rates) > 1:
         wanted = f"; expected {expected} Hz" if expected is not None else ""
         raise DatasetError(
             "sample rates differ within the dataset: "
             + "; ".join(describe(rate) for rate in rates)
-            + f"{wanted}. Resample the files to one rate first."
+            + f"{wanted}. {convert}"
         )
     if expected is not None and rates[0] != int(expected):
         raise DatasetError(
-            f"sample rate {describe(rates[0])} but {int(expected)} Hz is configured; "
-            "resample the files or set the feature sample_rate to match."
+            f"sample rate {describe(rates[0])} but {int(expected)} Hz is configured. {convert}; "
+            "or set features.sample_rate to the files' rate."
         )
 
 

@@ -43,7 +43,7 @@ def prepare_splits(
     records = index_dataset(
         data_config.data_dir, snr_db=data_config.snr_db, machine_ids=data_config.machine_ids,
         folder_snr_db=data_config.folder_snr_db)
-    check_audio_headers(records, sample_rate=feature_config.sample_rate)
+    check_audio_headers(records, sample_rate=feature_config.sample_rate, root=data_config.data_dir)
     splits = split_records(records, ratios=data_config.split_ratios, seed=data_config.split_seed)
     if manifest:
         write_manifest(manifest, splits)
