@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -83,6 +84,53 @@ def test_false_alarm_criterion_and_bad_run_directory(small_run, tmp_path, capsys
     assert status == 2 and "not a pump_keras run directory" in errors
     status, _, errors = evaluate(capsys, "--run-dir", str(small_run), "--criterion", "fpr")
     assert status == 2 and "needs target_fpr" in errors
+
+
+def copy_clips(records, folder):
+    """Copies `records` into `folder` as <machine>/id_XX/<class>/NAME.wav; returns the folder."""
+    for record in records:
+        target = folder / record.machine / f"id_{record.machine_id}" / ("abnormal" if record.label else "normal")
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(record.path, target / os.path.basename(record.path))
+    return folder
+
+
+def test_another_folder_is_scored_whole_or_split_at_the_snrs_chosen_not_the_runs(small_run, tmp_path, capsys):
+    from pump_keras.data.split import read_manifest
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(small_run, run_dir, ignore=shutil.ignore_patterns("cache", "report", "logs"))
+    config = json.loads((run_dir / "config.json").read_text())
+    config["data"]["snr_db"] = [0.0]  # trained on 0 dB only
+    (run_dir / "config.json").write_text(json.dumps(config))
+    splits = read_manifest(run_dir / "split.csv")
+    other = tmp_path / "other"
+    copy_clips(splits["test"], other / "-6_dB_pump")
+    copy_clips(splits["test"], other / "min12dB")
+    quiet = ("--no-plots", "--no-baselines", "--bootstrap", "0")
+
+    def evaluation(*arguments):
+        status, _, errors = evaluate(capsys, "--run-dir", str(run_dir), *quiet, *arguments)
+        assert status == 0, errors[-3000:]
+        return json.loads((run_dir / "report" / "evaluation.json").read_text())
+
+    whole = evaluation("--data-dir", str(other), "--split", "all")
+    assert whole["split"] == "all" and whole["n_clips"] == 2 * len(splits["test"])
+    assert set(whole["per_snr"]) == {"-6 dB", "-12 dB", "all"}
+    chosen = evaluation("--data-dir", str(other), "--split", "all", "--snr-db", "-12")
+    assert chosen["n_clips"] == len(splits["test"]) and set(chosen["per_snr"]) == {"-12 dB", "all"}
+    # The README's example: the run's test recordings of a -6 dB folder.
+    resplit = evaluation("--data-dir", str(other / "-6_dB_pump"), "--split", "test")
+    assert 0 < resplit["n_clips"] <= len(splits["test"]) and set(resplit["per_snr"]) == {"-6 dB", "all"}
+
+    seen = copy_clips(splits["train"][:3], tmp_path / "seen" / "6dB")
+    status, _, errors = evaluate(capsys, "--run-dir", str(run_dir), *quiet, "--data-dir", str(seen), "--split", "all")
+    assert status == 2 and "3 recording(s) to evaluate were in the train/val split" in errors
+    status, _, errors = evaluate(capsys, "--run-dir", str(run_dir), *quiet, "--split", "all")
+    assert status == 2 and "give it with --data-dir" in errors
+    status, _, errors = evaluate(capsys, "--run-dir", str(run_dir), *quiet, "--data-dir", str(other),
+                                 "--split", "all", "--snr-db", "3")
+    assert status == 2 and "no files at SNR 3 dB" in errors
 
 
 def test_threshold_criteria_on_a_hand_example():
