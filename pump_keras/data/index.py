@@ -99,8 +99,9 @@ def index_dataset(
     Raises:
         DatasetError: `root` is missing or not a directory, holds no `.wav`
             files, holds `.wav` names that are not regular files (a named
-            pipe, a device), holds `.wav` files following neither layout, mixes both
-            layouts, holds one recording twice, or a filter matches nothing.
+            pipe, a device), holds `.wav` files in no layout, mixes DCASE
+            file names with `normal`/`abnormal` folders, holds one recording
+            twice, or a filter matches nothing.
     """
     root_path = _check_root(root)
     paths = _find_wav_files(root_path)
