@@ -151,10 +151,14 @@ class DataConfig:
         data_dir: root of a MIMII- or DCASE-layout tree; `None` means the
             built-in synthetic recordings.
         snr_db: keep only these MIMII SNR folders (e.g. `(-6,)`); `None` keeps all.
+        folder_snr_db: the SNR in dB of `normal`/`abnormal` folders that no
+            folder above names one for (an official MIMII archive unpacked
+            to `pump/id_00/normal/...`); a folder such as `-6_dB_pump`,
+            `min6dB` or `6dB` above them wins. `None` leaves it unknown.
         machine_ids: keep only these machine ids (e.g. `("00", "02")`).
-        split_ratios: train/val/test fractions, stratified by
-            (machine_id, label) and grouped by clip key.
-        split_seed: seed of the split.
+        split_ratios: train/val/test fractions, grouped by clip key; each
+            recording's split is a hash of (split_seed, clip key) cut at them.
+        split_seed: seed of the split, part of every recording's hash.
         split_file: a split manifest (`split.csv`, as a run writes it) to use
             as it is instead of splitting `data_dir`: a fixed split shared by
             several runs, or one made by hand.
@@ -171,6 +175,7 @@ class DataConfig:
 
     data_dir: Optional[str] = None
     snr_db: Optional[Tuple[float, ...]] = None
+    folder_snr_db: Optional[float] = None
     machine_ids: Optional[Tuple[str, ...]] = None
     split_ratios: Tuple[float, float, float] = (0.7, 0.2, 0.1)
     split_seed: int = 0
@@ -198,6 +203,8 @@ class DataConfig:
                 f"num_parallel_calls must be positive or None, got {self.num_parallel_calls}.")
         if self.snr_db is not None:
             self.snr_db = tuple(float(v) for v in self.snr_db)
+        if self.folder_snr_db is not None:
+            self.folder_snr_db = float(self.folder_snr_db)
         if self.machine_ids is not None:
             self.machine_ids = tuple(f"{int(v):02d}" for v in self.machine_ids)
 

@@ -1,13 +1,18 @@
 """Evaluate a training run: `python -m pump_keras.evaluate --run-dir RUN`.
 
     python -m pump_keras.evaluate --run-dir runs/quick
-    python -m pump_keras.evaluate --run-dir runs/paper --data-dir /data/mimii-6dB --split test
+    python -m pump_keras.evaluate --run-dir runs/pretrain --data-dir /data/mimii/-6_dB_pump --split test
+    python -m pump_keras.evaluate --run-dir runs/paper --data-dir /data/site_b --split all --snr-db -6
     python -m pump_keras.evaluate --run-dir runs/paper --criterion fpr --target-fpr 0.05
 
-Scores the run's best model on a split (its own test split by default),
+Scores the run's best model on a split (its own test split by default; with
+`--data-dir`, that split of another folder, split with the run's seed and
+ratios, or `--split all`: every clip of it), at every SNR unless `--snr-db`
+chooses (the run's own SNR and machine-id filters are not applied to
+another folder; recordings the run trained on are refused),
 chooses the decision threshold on the run's validation split and saves it
 (`RUN/threshold.json`, used by export), and writes `RUN/report/`: the
-metrics with bootstrap intervals overall, per machine id and per SNR, the
+metrics with bootstrap intervals overall, per machine and per SNR, the
 majority-class and log-mel logistic-regression baselines on the same clips,
 figures, and `report.md`.
 """
@@ -26,8 +31,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pump_keras.evaluate", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--run-dir", required=True, help="a run directory written by pump_keras.train")
-    parser.add_argument("--data-dir", help="evaluate on this data instead (split with the run's settings)")
-    parser.add_argument("--split", default="test", choices=["train", "val", "test"])
+    parser.add_argument("--data-dir", help="evaluate on this folder instead (split with the run's seed and ratios, "
+                                           "or every clip with --split all)")
+    parser.add_argument("--split", default="test", choices=["train", "val", "test", "all"],
+                        help="the split to score; 'all': every clip of --data-dir, no re-split")
+    parser.add_argument("--snr-db", type=float, nargs="+", metavar="DB",
+                        help="score only clips at these SNRs (default: every SNR there is)")
+    parser.add_argument("--folder-snr-db", type=float, metavar="DB",
+                        help="the SNR of --data-dir folders that name none (an unpacked MIMII archive)")
     parser.add_argument("--criterion", choices=["balanced_accuracy", "fpr"], help="threshold criterion on val")
     parser.add_argument("--target-fpr", type=float, help="false-alarm rate for --criterion fpr")
     parser.add_argument("--bootstrap", type=int, help="bootstrap resamples for the intervals (0: none)")
@@ -49,7 +60,8 @@ def main(argv=None) -> int:
                                                  ("bootstrap", args.bootstrap)) if value is not None}
         config = replace(config, **changes)
         result = evaluate_run(args.run_dir, args.data_dir, args.split, config,
-                              plots=not args.no_plots, baselines=not args.no_baselines)
+                              plots=not args.no_plots, baselines=not args.no_baselines,
+                              snr_db=args.snr_db, folder_snr_db=args.folder_snr_db)
     except (EvaluationError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

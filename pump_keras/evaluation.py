@@ -18,11 +18,14 @@ from pump_keras import metrics
 from pump_keras.verdict import compare_with_baseline
 from pump_keras.config import EvalConfig, RunConfig, replace
 from pump_keras.config_io import config_from_json
+from pump_keras.data.index import machine_group
 from pump_keras.wavfile import atomic_write_bytes
 
 REPORT_DIR = "report"
 THRESHOLD_FILE = "threshold.json"
 INTERVAL_METRICS = ("accuracy", "balanced_accuracy", "f1", "auc", "pauc")
+ALL_CLIPS = "all"
+LEAK_EXAMPLES = 5
 
 
 class EvaluationError(ValueError):
@@ -88,26 +91,84 @@ def score_records(model, records: Sequence, config: RunConfig, cache_dir: Option
                                               cache_dir=cache_dir, name=name))
 
 
-def eval_records(config: RunConfig, run_dir: str, data_dir: Optional[str], split: str) -> Dict[str, List]:
-    """The run's own val split, and the records to evaluate: the run's `split`, or that split of `data_dir`."""
+def eval_records(config: RunConfig, run_dir: str, data_dir: Optional[str], split: str,
+                 snr_db: Optional[Sequence[float]] = None,
+                 folder_snr_db: Optional[float] = None) -> Dict[str, List]:
+    """The run's own val split, and the records to evaluate.
+
+    Without `data_dir`: the run's own `split`. With it: every clip of
+    `data_dir` (`split="all"`, no re-split) or that split of it, split with
+    the run's seed and ratios. The run's own SNR and machine-id filters are
+    not applied to another folder; `snr_db` chooses SNRs explicitly (every
+    SNR by default), and `folder_snr_db` names the SNR of folders that name
+    none. Clips of another folder that the run trained or selected on are
+    refused (`check_not_seen`).
+    """
+    from pump_keras.data.index import check_audio_headers, index_dataset
     from pump_keras.data.prepare import prepare_splits
     from pump_keras.data.split import read_manifest
 
     own = read_manifest(os.path.join(run_dir, "split.csv"))
     if data_dir is None:
-        records = own.get(split) or []
+        if split == ALL_CLIPS:
+            raise EvaluationError(f"split {ALL_CLIPS!r} scores every clip of another folder: give it with "
+                                  "--data-dir (the run's own clips include its training split).")
+        if folder_snr_db is not None:
+            raise EvaluationError("--folder-snr-db applies to another folder: give it with --data-dir.")
+        records = _with_snrs(own.get(split) or [], snr_db, f"the {split!r} split of {run_dir}")
     else:
-        other = prepare_splits(replace(config.data, data_dir=data_dir), config.features, None)
-        records = other.get(split) or []
+        data = replace(config.data, data_dir=data_dir, split_file=None, snr_db=snr_db,
+                       machine_ids=None, folder_snr_db=folder_snr_db)
+        if split == ALL_CLIPS:
+            records = index_dataset(data_dir, snr_db=snr_db, folder_snr_db=folder_snr_db)
+            check_audio_headers(records, sample_rate=config.features.sample_rate, root=data_dir)
+        else:
+            records = prepare_splits(data, config.features, None).get(split) or []
+        check_not_seen(records, own, split, run_dir, data_dir)
     if not records:
         raise EvaluationError(f"The {split!r} split of {data_dir or run_dir} holds no clips.")
     return {"val": own["val"], "eval": records}
 
 
+def _with_snrs(records: Sequence, snr_db: Optional[Sequence[float]], where: str) -> List:
+    """The records at the chosen SNRs (all without a choice); raises for a chosen SNR with no clips."""
+    if snr_db is None:
+        return list(records)
+    wanted = {float(v) for v in snr_db}
+    missing = sorted(wanted - {r.snr_db for r in records})
+    if missing:
+        present = sorted({snr_name(r.snr_db) for r in records})
+        raise EvaluationError(f"{where} holds no clips at SNR {', '.join(f'{v:g} dB' for v in missing)}; "
+                              f"it has {', '.join(present) or 'no clips'}.")
+    return [r for r in records if r.snr_db in wanted]
+
+
+def check_not_seen(records: Sequence, own_splits: Dict[str, List], split: str, run_dir: str, data_dir: str) -> None:
+    """Raises if clips of another folder were in the run's train split (or its val split, unless evaluating val).
+
+    Recordings are compared by clip key, so the same recording at another
+    SNR counts: scores of clips the model learnt from say nothing.
+    """
+    roles = ("train",) if split == "val" else ("train", "val")
+    seen = {r.clip_key: name for name in roles for r in own_splits.get(name, [])}
+    leaked = sorted({(r.clip_key, seen[r.clip_key]) for r in records if r.clip_key in seen})
+    if leaked:
+        examples = "; ".join(f"{key} ({name})" for key, name in leaked[:LEAK_EXAMPLES])
+        more = f"; and {len(leaked) - LEAK_EXAMPLES} more" if len(leaked) > LEAK_EXAMPLES else ""
+        raise EvaluationError(
+            f"{data_dir}: {len(leaked)} recording(s) to evaluate were in the {'/'.join(roles)} split of "
+            f"{run_dir} (compared by clip key, at any SNR): {examples}{more}. Scores on them say nothing "
+            "about new recordings; use --split test to score only the run's test recordings of that folder.")
+
+
 def evaluate_run(run_dir: str, data_dir: Optional[str] = None, split: str = "test",
                  config: Optional[EvalConfig] = None, plots: bool = True,
-                 baselines: bool = True, log: Callable[[str], None] = print) -> dict:
-    """Evaluates the run in `run_dir`; writes `run_dir/report/` and `run_dir/threshold.json`; returns the results."""
+                 baselines: bool = True, log: Callable[[str], None] = print,
+                 snr_db: Optional[Sequence[float]] = None, folder_snr_db: Optional[float] = None) -> dict:
+    """Evaluates the run in `run_dir`; writes `run_dir/report/` and `run_dir/threshold.json`; returns the results.
+
+    `data_dir`, `split`, `snr_db` and `folder_snr_db` choose the clips (see `eval_records`).
+    """
     from pump_keras.models import load_model
 
     run_config = load_run_config(run_dir)
@@ -115,7 +176,7 @@ def evaluate_run(run_dir: str, data_dir: Optional[str] = None, split: str = "tes
     best = os.path.join(run_dir, "best.keras")
     if not os.path.exists(best):
         raise EvaluationError(f"{run_dir} holds no best.keras: train it first (python -m pump_keras.train).")
-    records = eval_records(run_config, run_dir, data_dir, split)
+    records = eval_records(run_config, run_dir, data_dir, split, snr_db, folder_snr_db)
     model = load_model(best)
     cache_dir = os.path.join(run_dir, "cache")
     val_scores = score_records(model, records["val"], run_config, cache_dir, "val")
@@ -129,7 +190,7 @@ def evaluate_run(run_dir: str, data_dir: Optional[str] = None, split: str = "tes
                       "chosen_on": "val"}
     atomic_write_bytes(os.path.join(run_dir, THRESHOLD_FILE), (json.dumps(threshold_info, indent=2) + "\n").encode())
 
-    machine_ids = [r.machine_id for r in records["eval"]]
+    machines = [machine_group(r) for r in records["eval"]]
     snrs = [snr_name(r.snr_db) for r in records["eval"]]
     result = {
         "run_dir": os.path.abspath(run_dir),
@@ -141,7 +202,7 @@ def evaluate_run(run_dir: str, data_dir: Optional[str] = None, split: str = "tes
         "threshold": threshold_info,
         "evaluation": json.loads(json.dumps(eval_config.__dict__)),
         "model": metrics_with_intervals(labels, scores, threshold, eval_config),
-        "per_machine_id": metrics.grouped_metrics(labels, scores, machine_ids, threshold, max_fpr=eval_config.max_fpr),
+        "per_machine_id": metrics.grouped_metrics(labels, scores, machines, threshold, max_fpr=eval_config.max_fpr),
         "per_snr": metrics.grouped_metrics(labels, scores, snrs, threshold, max_fpr=eval_config.max_fpr),
     }
     if baselines:
@@ -213,11 +274,11 @@ def draw_figures(model, run_dir: str, report_dir: str, run_config: RunConfig, re
 
     examples, chosen = [], set()
     for record in records:
-        key = (record.machine_id, record.label)
+        key = (machine_group(record), record.label)
         if key not in chosen:
             chosen.add(key)
-            examples.append({"title": f"id_{record.machine_id} {'abnormal' if record.label else 'normal'}",
-                             "image": image_of(record), "machine_id": record.machine_id, "label": record.label})
+            examples.append({"title": f"{key[0]} {'abnormal' if record.label else 'normal'}",
+                             "image": image_of(record), "machine_id": key[0], "label": record.label})
     plots.plot_spectrogram_examples(sorted(examples, key=lambda e: (e["machine_id"], e["label"])),
                                     path("spectrograms"))
     abnormal = [i for i, label in enumerate(labels) if label == 1]
@@ -227,7 +288,7 @@ def draw_figures(model, run_dir: str, report_dir: str, run_config: RunConfig, re
         model_input = to_backbone_channels(tf.constant(image[..., None]), run_config.features).numpy()
         heatmap = plots.grad_cam(model, model_input)
         plots.plot_explanation(image, heatmap, path("explanation"),
-                               title=f"{os.path.basename(records[top].path)} (id_{records[top].machine_id}), "
+                               title=f"{os.path.basename(records[top].path)} ({machine_group(records[top])}), "
                                      f"score {sigmoid(scores[top]):.2f}: Grad-CAM")
     return figures
 
@@ -282,7 +343,7 @@ def write_report(result: dict, path: str) -> None:
               "worth deploying where it beats the log-mel logistic regression.", ""]
     lines += ["## Confusion matrix", "", "| | predicted normal | predicted abnormal |", "| --- | --- | --- |",
               f"| normal | {model['tn']} | {model['fp']} |", f"| abnormal | {model['fn']} | {model['tp']} |", ""]
-    lines += ["## Per machine id", ""] + _table(result["per_machine_id"], columns, "machine id") + [""]
+    lines += ["## Per machine", ""] + _table(result["per_machine_id"], columns, "machine") + [""]
     lines += ["## Per SNR", ""] + _table(result["per_snr"], columns, "SNR") + [""]
     if result.get("figures"):
         lines += ["## Figures", ""]

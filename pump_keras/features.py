@@ -227,8 +227,9 @@ def wav_bytes_to_waveform(
     rate_ok = check(source, [(
         tf.equal(sample_rate, config.sample_rate),
         lambda: tf.strings.format(
-            "sample rate {} Hz, but the features expect {} Hz (resample the data or set "
-            "FeatureConfig.sample_rate)", (sample_rate, config.sample_rate)),
+            "sample rate {} Hz, but the features expect {} Hz (convert with python -m "
+            "pump_keras.data.resample FILE_OR_FOLDER OUT --rate {}, or set FeatureConfig.sample_rate)",
+            (sample_rate, config.sample_rate, config.sample_rate)),
     )])
     with tf.control_dependencies([rate_ok]):
         return tf.identity(audio[:, 0])

@@ -43,7 +43,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from pump_keras.serving_client import collect_wav_files  # noqa: E402
-from pump_keras.wavfile import atomic_write_bytes  # noqa: E402
+from pump_keras.wavfile import atomic_write_bytes, special_file_kind  # noqa: E402
 
 SIGNATURE = "serving_default"
 INPUT_NAME = "wav_bytes"
@@ -231,6 +231,10 @@ def score_wav_files(scorer: Scorer, paths: Sequence[str], batch_size: int = 32,
         batch = paths[start:start + batch_size]
         outcomes, readable = [None] * len(batch), []
         for i, path in enumerate(batch):
+            kind = special_file_kind(path)
+            if kind is not None:
+                outcomes[i] = f"{kind}, not a regular file: skipped without opening it"
+                continue
             try:
                 with open(path, "rb") as handle:
                     readable.append((i, handle.read()))

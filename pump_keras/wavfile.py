@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 import struct
 import tempfile
+from typing import Optional
 
 import numpy as np
 
@@ -53,6 +55,14 @@ SUPPORTED_ENCODINGS = {
     (WAVE_FORMAT_MULAW, 1): "mulaw",
 }
 SUPPORTED_TEXT = "PCM 1 to 64-bit, IEEE float 32/64-bit, A-law and mu-law"
+
+_SPECIAL_KINDS = (
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISDIR, "a directory"),
+)
 
 # The KSDATAFORMAT_SUBTYPE GUID tail shared by PCM and IEEE float subformats.
 _GUID_TAIL = b"\x00\x00\x00\x00\x10\x00\x80\x00\x00\xaa\x00\x38\x9b\x71"
@@ -104,6 +114,24 @@ class WavHeader:
         return f"{name} {self.bits_per_sample}-bit" + (" big-endian" if self.big_endian else "")
 
 
+def special_file_kind(path) -> Optional[str]:
+    """What `path` is when it exists but is not a regular file ("a named pipe (FIFO)"...), else None.
+
+    Checked with `stat`, never by opening: opening a named pipe for reading
+    waits for a writer, forever.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    for test, kind in _SPECIAL_KINDS:
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
 def read_wav_header(path: str) -> WavHeader:
     """Parses the RIFF chunks of `path` up to its `data` chunk.
 
@@ -113,6 +141,9 @@ def read_wav_header(path: str) -> WavHeader:
     an inconsistent header, an empty or truncated `data` chunk.
     """
     path = os.fspath(path)
+    kind = special_file_kind(path)
+    if kind is not None:
+        raise WavFormatError(f"{path}: {kind}, not a regular file; not opened.")
     file_bytes = os.path.getsize(path)
     with open(path, "rb") as f:
         head = f.read(12)

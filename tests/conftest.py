@@ -1,6 +1,8 @@
 """Shared fixtures: the real clips beside the repository, and quiet TensorFlow."""
 
+import contextlib
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -26,3 +28,18 @@ def real_wav_files():
 @pytest.fixture(scope="session")
 def real_files():
     return real_wav_files()
+
+
+@contextlib.contextmanager
+def fails_instead_of_hanging(seconds: int = 10):
+    """Raises TimeoutError in the block after `seconds` (a blocked `open` of a named pipe included)."""
+    def expire(signum, frame):
+        raise TimeoutError(f"still running after {seconds} s: it hangs")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

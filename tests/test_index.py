@@ -14,10 +14,12 @@ from pump_keras.data.index import (
     check_audio_headers,
     format_summary,
     index_dataset,
+    machine_group,
     normalize_machine_id,
     summarize,
 )
 from pump_keras.wavfile import WavFormatError, write_wav
+from tests.conftest import fails_instead_of_hanging
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SNRS = ("6", "0", "-6")
@@ -186,6 +188,90 @@ def test_unknown_layout_counted_with_examples(tmp_path):
     assert "_dB_" in message and "anomaly" in message
 
 
+def make_classes(folder: Path, normal=2, abnormal=1) -> Path:
+    """`folder/normal` and `folder/abnormal` with tiny clips."""
+    for label, count in (("normal", normal), ("abnormal", abnormal)):
+        (folder / label).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            tiny_wav(folder / label / f"{i:08d}.wav")
+    return folder
+
+
+@pytest.mark.parametrize("snr_folder, snr", [("min6dB", -6.0), ("6dB", 6.0), ("0_dB", 0.0),
+                                             ("-6_dB_pump", -6.0), ("archives/min6dB/unpacked", -6.0)])
+def test_mimii_archive_without_snr_folder_takes_the_snr_from_a_folder_above(tmp_path, snr_folder, snr):
+    make_classes(tmp_path / snr_folder / "pump" / "id_02")
+    records = index_dataset(tmp_path)
+    assert {(r.snr_db, r.machine, r.machine_id) for r in records} == {(snr, "pump", "02")}
+    assert "pump/id_02/abnormal/00000000" in {r.clip_key for r in records}
+
+
+def test_mimii_archives_of_several_snrs_share_clip_keys(tmp_path):
+    for folder in ("min6dB", "0dB", "6dB"):
+        make_classes(tmp_path / folder / "pump" / "id_00")
+    records = index_dataset(tmp_path, snr_db=(-6, 6))
+    assert {r.snr_db for r in records} == {-6.0, 6.0}
+    assert len({r.clip_key for r in records}) == 3
+
+
+def test_mimii_archive_snr_given_in_the_config_where_no_folder_names_one(tmp_path):
+    make_classes(tmp_path / "pump" / "id_00")
+    assert {r.snr_db for r in index_dataset(tmp_path)} == {None}
+    records = index_dataset(tmp_path, folder_snr_db=-6, snr_db=(-6,))
+    assert len(records) == 3 and {r.snr_db for r in records} == {-6.0}
+    with pytest.raises(DatasetError, match=r"SNR 0 dB.*data.folder_snr_db"):
+        index_dataset(tmp_path, snr_db=(0,))
+
+
+def test_prepared_splits_use_the_configured_folder_snr(tmp_path):
+    from pump_keras.config import DataConfig, FeatureConfig
+    from pump_keras.data.prepare import prepare_splits
+
+    make_classes(tmp_path / "pump" / "id_00", normal=3, abnormal=3)
+    config = DataConfig(data_dir=str(tmp_path), folder_snr_db=-6, snr_db=(-6,))
+    splits = prepare_splits(config, FeatureConfig())
+    assert {r.snr_db for clips in splits.values() for r in clips} == {-6.0}
+
+
+def test_own_recordings_in_plain_normal_and_abnormal_folders(tmp_path):
+    make_classes(tmp_path / "line_1", normal=2, abnormal=1)
+    make_classes(tmp_path / "line_2", normal=1, abnormal=1)
+    records = index_dataset(tmp_path)
+    assert [(os.path.relpath(r.path, tmp_path), r.label, r.machine, r.machine_id, r.snr_db) for r in records] == [
+        ("line_1/abnormal/00000000.wav", 1, "line_1", "00", None),
+        ("line_1/normal/00000000.wav", 0, "line_1", "00", None),
+        ("line_1/normal/00000001.wav", 0, "line_1", "00", None),
+        ("line_2/abnormal/00000000.wav", 1, "line_2", "00", None),
+        ("line_2/normal/00000000.wav", 0, "line_2", "00", None),
+    ]
+    assert records[0].clip_key == "line_1/id_00/abnormal/00000000"
+    # The root may be the folder holding normal/ and abnormal/ itself.
+    assert len(index_dataset(tmp_path / "line_1")) == 3
+
+
+def test_own_recordings_with_machine_and_id_folders(tmp_path):
+    make_classes(tmp_path / "site" / "fan" / "id_3")
+    records = index_dataset(tmp_path)
+    assert {(r.machine, r.machine_id, r.snr_db) for r in records} == {("fan", "03", None)}
+
+
+def test_own_recordings_and_dcase_files_are_not_mixed(tmp_path):
+    make_classes(tmp_path / "mine")
+    make_dcase_flat(tmp_path / "pump")
+    with pytest.raises(DatasetError, match="mixes 3 files in normal/abnormal folders"):
+        index_dataset(tmp_path)
+
+
+def test_unknown_layout_error_names_every_layout(tmp_path):
+    tiny_wav(tmp_path / "loose.wav")
+    with pytest.raises(DatasetError) as info:
+        index_dataset(tmp_path)
+    message = str(info.value)
+    for layout in ("MIMII: <snr>_dB_<machine>", "without its SNR folder", "min6dB", "data.folder_snr_db",
+                   "your own recordings: <any>/{normal,abnormal}/NAME.wav", "DCASE 2020 Task 2"):
+        assert layout in message, layout
+
+
 def test_snr_folder_machine_must_match(tmp_path):
     folder = tmp_path / "0_dB_fan" / "pump" / "id_00" / "normal"
     folder.mkdir(parents=True)
@@ -197,7 +283,7 @@ def test_snr_folder_machine_must_match(tmp_path):
 def test_mixed_layouts(tmp_path):
     make_mimii(tmp_path / "mimii", snrs=("0",), ids=("00",), clips=1)
     make_dcase_flat(tmp_path / "dcase" / "pump")
-    with pytest.raises(DatasetError, match="mixes 2 MIMII-layout and 6 DCASE-layout"):
+    with pytest.raises(DatasetError, match="mixes 2 files in normal/abnormal folders .MIMII layout. and 6 DCASE-layout"):
         index_dataset(tmp_path)
 
 
@@ -217,6 +303,19 @@ def test_hidden_files_skipped(tmp_path):
     assert len(index_dataset(tmp_path)) == 2
 
 
+def test_named_pipe_is_refused_without_being_opened(tmp_path):
+    make_mimii(tmp_path, snrs=("0",), ids=("00",), clips=1)
+    pipe = tmp_path / "0_dB_pump" / "pump" / "id_00" / "normal" / "00000007.wav"
+    os.mkfifo(pipe)
+    with fails_instead_of_hanging(10):
+        with pytest.raises(DatasetError, match=r"(?s)not regular files.*00000007.wav: a named pipe"):
+            index_dataset(tmp_path)
+        record = ClipRecord(path=str(pipe), label=0, machine="pump", machine_id="00", snr_db=0.0,
+                            clip_key="pump/id_00/normal/00000007")
+        with pytest.raises(WavFormatError, match="named pipe"):
+            check_audio_headers([record])
+
+
 def test_normalize_machine_id():
     assert normalize_machine_id(0) == "00"
     assert normalize_machine_id("id_06") == "06"
@@ -227,9 +326,21 @@ def test_normalize_machine_id():
 def test_summarize_counts(tmp_path):
     make_mimii(tmp_path, snrs=("0", "-6"), ids=("00",), clips=3)
     counts = summarize(index_dataset(tmp_path))
-    assert counts == {(-6.0, "00", 0): 3, (-6.0, "00", 1): 3, (0.0, "00", 0): 3, (0.0, "00", 1): 3}
+    assert counts == {(-6.0, "pump", "00", 0): 3, (-6.0, "pump", "00", 1): 3,
+                      (0.0, "pump", "00", 0): 3, (0.0, "pump", "00", 1): 3}
     text = format_summary(index_dataset(tmp_path))
-    assert "total" in text and text.splitlines()[1].split() == ["-6", "00", "3", "3"]
+    assert "total" in text and text.splitlines()[1].split() == ["-6", "pump", "00", "3", "3"]
+
+
+def test_summary_keeps_machines_with_the_same_id_apart(tmp_path):
+    make_mimii(tmp_path, snrs=("0",), ids=("00",), clips=2, machine="pump")
+    make_mimii(tmp_path, snrs=("0",), ids=("00",), clips=1, machine="fan")
+    records = index_dataset(tmp_path)
+    assert summarize(records) == {(0.0, "fan", "00", 0): 1, (0.0, "fan", "00", 1): 1,
+                                  (0.0, "pump", "00", 0): 2, (0.0, "pump", "00", 1): 2}
+    rows = [line.split() for line in format_summary(records).splitlines()[1:]]
+    assert rows == [["0", "fan", "00", "1", "1"], ["0", "pump", "00", "2", "2"], ["total", "3", "3"]]
+    assert {machine_group(r) for r in records} == {"fan/id_00", "pump/id_00"}
 
 
 def test_headers_summary(tmp_path):

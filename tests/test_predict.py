@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -9,14 +10,16 @@ from types import SimpleNamespace
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from pump_keras import predict
 from pump_keras.config import FeatureConfig, ModelConfig, RunConfig
 from pump_keras.config_io import config_to_json
 from pump_keras.export import export_saved_model
+from pump_keras.serving_client import collect_wav_files
 from pump_keras.training.setup import build_model
 from pump_keras.wavfile import write_wav
-from tests.conftest import REPO_ROOT, real_wav_files
+from tests.conftest import REPO_ROOT, fails_instead_of_hanging, real_wav_files
 
 EXPORT_THRESHOLD = 0.5
 RUN_THRESHOLD = 0.5
@@ -199,3 +202,26 @@ def test_decoder_message_keeps_the_reason_only():
         "bytes lack \\'RIFF\\' and \\'WAVE\\')]\n\t [[{{node map/Assert}}]] [Op:__inference_1]"))
     assert predict.decoder_message(error) == (
         "not a RIFF/WAVE file (the first 12 bytes lack 'RIFF' and 'WAVE')")
+
+
+def test_a_named_pipe_is_listed_as_failed_without_being_opened(tmp_path):
+    folder = tmp_path / "recordings"
+    folder.mkdir()
+    (folder / "clip.wav").write_bytes(b"RIFF")
+    os.mkfifo(folder / "pipe.wav")
+    seen = []
+
+    def score_batch(wav_bytes):
+        seen.extend(wav_bytes.numpy().tolist())
+        count = len(seen)
+        return {"anomaly_score": np.full([count], 0.25), "is_anomaly": np.zeros([count], bool),
+                "logit": np.zeros([count])}
+
+    scorer = predict.Scorer(model_path="fake", score_batch=lambda batch: {
+        name: tf.constant(value) for name, value in score_batch(batch).items()},
+        threshold=0.5, threshold_source="test", features=None)
+    with fails_instead_of_hanging(10):
+        results = predict.score_wav_files(scorer, collect_wav_files([folder]))
+    assert [os.path.basename(r["path"]) for r in results] == ["clip.wav", "pipe.wav"]
+    assert results[0]["error"] is None and seen == [b"RIFF"]
+    assert results[1]["anomaly_score"] is None and "named pipe (FIFO)" in results[1]["error"]

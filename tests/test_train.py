@@ -76,7 +76,7 @@ def test_quick_preset_beats_the_baseline_at_default_fault_strength(quick_run):
     assert verdict["model_auc"] >= verdict["baseline_auc"], verdict["text"]
     assert metrics["baseline"]["test"]["auc"] == pytest.approx(verdict["baseline_auc"])
     assert f"network AUC {test['auc']:.3f}" in result.stdout and verdict["text"] in result.stdout
-    assert set(metrics["test_per_machine_id"]) == {"00", "02", "04", "06", "all"}
+    assert set(metrics["test_per_machine_id"]) == {"pump/id_00", "pump/id_02", "pump/id_04", "pump/id_06", "all"}
     for name in ("config.json", "split.csv", "best.keras", "last.keras", "history.csv", "metrics.json"):
         assert os.path.isfile(os.path.join(run_dir, name)), name
     assert any(name.startswith("events") for _, _, files in os.walk(run_dir / "logs") for name in files)

@@ -52,6 +52,30 @@ def test_init_from_a_keras_file_and_a_run_directory(tmp_path):
         setup.initialize_from(small_model(), str(tmp_path / "nothing.keras"))
 
 
+def test_init_from_a_run_that_trained_on_this_runs_val_or_test_recordings_is_refused(tmp_path):
+    from pump_keras.data.index import ClipRecord
+    from pump_keras.data.split import split_records, write_manifest
+
+    def records(snr, seconds=40):
+        return [ClipRecord(path=f"/d/{snr}_dB_pump/pump/id_00/{name}/{i:08d}.wav", label=label, machine="pump",
+                           machine_id="00", snr_db=float(snr), clip_key=f"pump/id_00/{name}/{i:08d}")
+                for label, name in ((0, "normal"), (1, "abnormal")) for i in range(seconds)]
+
+    source = small_model()
+    (tmp_path / "pretrain").mkdir()
+    source.save(tmp_path / "pretrain" / "best.keras")
+    write_manifest(tmp_path / "pretrain" / "split.csv", split_records(records(6), seed=0))
+    same_seed = split_records(records(-6)[:-3], seed=0)
+    target = small_model()
+    assert "weights of" in setup.initialize_from(target, str(tmp_path / "pretrain"), same_seed)
+    other_seed = split_records(records(-6), seed=1)
+    with pytest.raises(InitError) as info:
+        setup.initialize_from(target, str(tmp_path / "pretrain" / "best.keras"), other_seed)
+    message = str(info.value)
+    assert "recording(s) of this run's val/test splits were in the train/val splits" in message
+    assert "pump/id_00/" in message and "here, train there" in message and "data.split_seed" in message
+
+
 def test_init_from_keras_applications_weights_by_name(tmp_path):
     application = keras.applications.EfficientNetV2S(weights=None, include_top=False, input_shape=SHAPE)
     path = tmp_path / "efficientnetv2-s_notop.weights.h5"

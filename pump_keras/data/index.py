@@ -1,9 +1,16 @@
-"""Finding the recordings of a MIMII- or DCASE-layout tree on disk.
+"""Finding the recordings of a MIMII, DCASE or plain labelled tree on disk.
 
-Two layouts are recognised, matched on each file's absolute path parts:
+These layouts are recognised, matched on each file's absolute path parts:
 
 * MIMII: ``<snr>_dB_<machine>/<machine>/id_XX/{normal,abnormal}/NAME.wav``
   (e.g. ``-6_dB_pump/pump/id_00/abnormal/00000012.wav``).
+* A MIMII archive unpacked without its SNR folder:
+  ``<machine>/id_XX/{normal,abnormal}/NAME.wav``, the SNR taken from the
+  nearest folder above named like ``-6_dB_pump``, ``min6dB``, ``6dB`` or
+  ``0_dB``, else from `folder_snr_db`, else unknown (`None`).
+* Plain folders of one's own recordings: ``<any>/{normal,abnormal}/NAME.wav``;
+  the machine is ``<any>`` and the id 00 unless ``<machine>/id_XX/`` folders
+  name them (this is the layout above, SNR included).
 * DCASE 2020 Task 2: ``{normal,anomaly}_id_XX_NNNNNNNN.wav``, flat or under
   ``train/`` and ``test/`` folders.
 
@@ -21,15 +28,25 @@ import re
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from pump_keras.wavfile import read_wav_header
+from pump_keras.wavfile import read_wav_header, special_file_kind
 
 KNOWN_MACHINES = ("pump", "fan", "valve", "slider", "ToyCar", "ToyConveyor")
 LABEL_NAMES = {0: "normal", 1: "abnormal"}
 
 MIMII_LAYOUT = "<snr>_dB_<machine>/<machine>/id_XX/{normal,abnormal}/NAME.wav"
+MIMII_ARCHIVE_LAYOUT = "[<snr folder>/]<machine>/id_XX/{normal,abnormal}/NAME.wav"
+PLAIN_LAYOUT = "<any>/{normal,abnormal}/NAME.wav"
 DCASE_LAYOUT = "[<machine>/{train,test}/]{normal,anomaly}_id_XX_NNNNNNNN.wav"
+LAYOUTS_TEXT = (
+    f"  MIMII: {MIMII_LAYOUT} (e.g. -6_dB_pump/pump/id_00/normal/00000000.wav);\n"
+    f"  a MIMII archive unpacked without its SNR folder: {MIMII_ARCHIVE_LAYOUT}, the SNR from a folder "
+    "above named like -6_dB_pump, min6dB, 6dB or 0_dB, or from data.folder_snr_db;\n"
+    f"  your own recordings: {PLAIN_LAYOUT} (machine and id folders optional);\n"
+    f"  DCASE 2020 Task 2: {DCASE_LAYOUT} (e.g. pump/train/normal_id_00_00000000.wav)."
+)
+DEFAULT_MACHINE_ID = "00"
 
-_SNR_DIR = re.compile(r"^([+-]?\d+(?:\.\d+)?)_dB_(.+)$")
+_SNR_DIR = re.compile(r"^(min|[+-])?(\d+(?:\.\d+)?)_?dB(?:_(.+))?$", re.IGNORECASE)
 _ID_DIR = re.compile(r"^id_(\d+)$")
 _DCASE_NAME = re.compile(r"^(normal|anomaly)_id_(\d+)_(\d+)\.wav$", re.IGNORECASE)
 _MIMII_CLASSES = {"normal": 0, "abnormal": 1}
@@ -67,24 +84,31 @@ def index_dataset(
     root,
     snr_db: Optional[Iterable[float]] = None,
     machine_ids: Optional[Iterable[str]] = None,
+    folder_snr_db: Optional[float] = None,
 ) -> List[ClipRecord]:
     """All recordings under `root`, sorted by path.
 
     Args:
-        root: a directory holding a MIMII or DCASE tree (any level of it).
+        root: a directory holding a tree in one of the layouts (any level of it).
         snr_db: keep only these SNRs in dB; each must exist in the tree.
         machine_ids: keep only these machine ids (e.g. `("00", "02")`).
+        folder_snr_db: the SNR of `normal`/`abnormal` folders with no folder
+            above them naming one (an unpacked MIMII archive); `None` leaves
+            it unknown.
 
     Raises:
         DatasetError: `root` is missing or not a directory, holds no `.wav`
-            files, holds `.wav` files following neither layout, mixes both
-            layouts, holds one recording twice, or a filter matches nothing.
+            files, holds `.wav` names that are not regular files (a named
+            pipe, a device), holds `.wav` files in no layout, mixes DCASE
+            file names with `normal`/`abnormal` folders, holds one recording
+            twice, or a filter matches nothing.
     """
     root_path = _check_root(root)
     paths = _find_wav_files(root_path)
     if not paths:
         raise DatasetError(f"{root_path}: no .wav files found under this directory.")
-    records, unknown = _parse_all(paths)
+    _check_regular_files(root_path, paths)
+    records, unknown = _parse_all(paths, folder_snr_db)
     if unknown:
         raise DatasetError(_unknown_files_message(root_path, unknown))
     _check_single_layout(root_path, records)
@@ -94,20 +118,27 @@ def index_dataset(
     return sorted(records, key=lambda r: r.path)
 
 
-def parse_clip_path(path) -> Optional[ClipRecord]:
-    """The record for one absolute WAV path, or `None` if no layout matches."""
+def parse_clip_path(path, folder_snr_db: Optional[float] = None) -> Optional[ClipRecord]:
+    """The record for one WAV path (made absolute), or `None` if no layout matches.
+
+    `folder_snr_db` is the SNR of class folders that no folder above names.
+    """
     path = os.path.abspath(os.fspath(path))
     parts = Path(path).parts
-    return _parse_mimii(path, parts) or _parse_dcase(path, parts)
+    return _parse_class_folder(path, parts, folder_snr_db) or _parse_dcase(path, parts)
 
 
-def check_audio_headers(records: Sequence[ClipRecord], sample_rate: Optional[int] = None) -> dict:
+def check_audio_headers(records: Sequence[ClipRecord], sample_rate: Optional[int] = None,
+                        root: Optional[str] = None) -> dict:
     """Reads every file's WAV header (not its samples) and checks the rates agree.
 
     Args:
         records: the clips to check, as from `index_dataset`.
         sample_rate: the rate every file must have, in Hz; `None` only
             requires the files to agree with one another.
+        root: the dataset folder the records come from; a rate error
+            prints the exact command that converts it (default: the
+            deepest folder holding every file).
 
     Returns:
         A summary: `files`, `sample_rate`, `channels` (channel count ->
@@ -131,7 +162,7 @@ def check_audio_headers(records: Sequence[ClipRecord], sample_rate: Optional[int
         channels[header.channels] += 1
         encodings[header.encoding] += 1
         total_seconds += header.seconds
-    _check_sample_rates(by_rate, sample_rate)
+    _check_sample_rates(by_rate, sample_rate, root or _common_folder(records))
     return {
         "files": len(records),
         "sample_rate": next(iter(by_rate)),
@@ -141,25 +172,31 @@ def check_audio_headers(records: Sequence[ClipRecord], sample_rate: Optional[int
     }
 
 
-def summarize(records: Iterable[ClipRecord]) -> Dict[Tuple[Optional[float], str, int], int]:
-    """Clip counts per `(snr_db, machine_id, label)`, in sorted order."""
-    counts = collections.Counter((r.snr_db, r.machine_id, r.label) for r in records)
+def machine_group(record: ClipRecord) -> str:
+    """The machine a clip was recorded on, as "pump/id_00": ids repeat across machine types."""
+    return f"{record.machine}/id_{record.machine_id}"
+
+
+def summarize(records: Iterable[ClipRecord]) -> Dict[Tuple[Optional[float], str, str, int], int]:
+    """Clip counts per `(snr_db, machine, machine_id, label)`, in sorted order."""
+    counts = collections.Counter((r.snr_db, r.machine, r.machine_id, r.label) for r in records)
     return {key: counts[key] for key in sorted(counts, key=_summary_sort_key)}
 
 
 def format_summary(records: Iterable[ClipRecord]) -> str:
-    """A printable table: one row per (SNR, machine id), normal/abnormal counts."""
-    rows: Dict[Tuple[Optional[float], str], List[int]] = {}
-    for (snr, machine_id, label), count in summarize(records).items():
-        rows.setdefault((snr, machine_id), [0, 0])[label] += count
-    lines = [f"{'snr_db':>7}  {'id':>3}  {'normal':>7}  {'abnormal':>8}"]
+    """A printable table: one row per (SNR, machine, machine id), normal/abnormal counts."""
+    rows: Dict[Tuple[Optional[float], str, str], List[int]] = {}
+    for (snr, machine, machine_id, label), count in summarize(records).items():
+        rows.setdefault((snr, machine, machine_id), [0, 0])[label] += count
+    width = max([len("machine")] + [len(machine) for _, machine, _ in rows])
+    lines = [f"{'snr_db':>7}  {'machine':<{width}}  {'id':>3}  {'normal':>7}  {'abnormal':>8}"]
     totals = [0, 0]
-    for (snr, machine_id), (normal, abnormal) in rows.items():
+    for (snr, machine, machine_id), (normal, abnormal) in rows.items():
         snr_text = "-" if snr is None else f"{snr:g}"
-        lines.append(f"{snr_text:>7}  {machine_id:>3}  {normal:>7}  {abnormal:>8}")
+        lines.append(f"{snr_text:>7}  {machine:<{width}}  {machine_id:>3}  {normal:>7}  {abnormal:>8}")
         totals[0] += normal
         totals[1] += abnormal
-    lines.append(f"{'total':>7}  {'':>3}  {totals[0]:>7}  {totals[1]:>8}")
+    lines.append(f"{'total':>7}  {'':<{width}}  {'':>3}  {totals[0]:>7}  {totals[1]:>8}")
     return "\n".join(lines)
 
 
@@ -194,11 +231,23 @@ def _find_wav_files(root: Path) -> List[str]:
     return found
 
 
-def _parse_all(paths: Iterable[str]) -> Tuple[List[ClipRecord], List[str]]:
+def _check_regular_files(root: Path, paths: Sequence[str]) -> None:
+    """Raises for `.wav` names that are not regular files (a named pipe would hang any reader)."""
+    special = [(path, kind) for path in paths for kind in [special_file_kind(path)] if kind]
+    if special:
+        examples = "\n".join(f"  {os.path.relpath(p, root)}: {kind}" for p, kind in special[:_MAX_EXAMPLES])
+        more = f"\n  ... and {len(special) - _MAX_EXAMPLES} more" if len(special) > _MAX_EXAMPLES else ""
+        raise DatasetError(
+            f"{root}: {len(special)} .wav name(s) are not regular files (none was opened):\n"
+            f"{examples}{more}\nRemove them or move them out of the dataset folder."
+        )
+
+
+def _parse_all(paths: Iterable[str], folder_snr_db: Optional[float]) -> Tuple[List[ClipRecord], List[str]]:
     """Records for the paths that match a layout, and the paths that do not."""
     records, unknown = [], []
     for path in paths:
-        record = parse_clip_path(path)
+        record = parse_clip_path(path, folder_snr_db)
         if record is None:
             unknown.append(path)
         else:
@@ -206,25 +255,32 @@ def _parse_all(paths: Iterable[str]) -> Tuple[List[ClipRecord], List[str]]:
     return records, unknown
 
 
-def _parse_mimii(path: str, parts: Tuple[str, ...]) -> Optional[ClipRecord]:
-    """The record of a MIMII-layout path, or `None`."""
-    if len(parts) < 6:
+def _parse_class_folder(path: str, parts: Tuple[str, ...], folder_snr_db: Optional[float]) -> Optional[ClipRecord]:
+    """The record of a file in a `normal`/`abnormal` folder (MIMII, its archives, plain folders), or `None`."""
+    if len(parts) < 3 or parts[-2] not in _MIMII_CLASSES or not parts[-1].lower().endswith(".wav"):
         return None
-    snr_dir, machine, id_dir, class_dir, name = parts[-5:]
-    snr_match = _SNR_DIR.match(snr_dir)
-    id_match = _ID_DIR.match(id_dir)
-    if not (snr_match and id_match and class_dir in _MIMII_CLASSES):
-        return None
-    if snr_match.group(2) != machine or not name.lower().endswith(".wav"):
-        return None
-    machine_id = f"{int(id_match.group(1)):02d}"
+    class_dir, name = parts[-2], parts[-1]
+    id_match = _ID_DIR.match(parts[-3])
+    if id_match and len(parts) >= 5:
+        machine, machine_id, above = parts[-4], f"{int(id_match.group(1)):02d}", parts[:-4]
+    else:
+        machine, machine_id, above = parts[-3], DEFAULT_MACHINE_ID, parts[:-3]
+    snr_db = folder_snr_db
+    for depth, folder in enumerate(reversed(above)):
+        snr_match = _SNR_DIR.match(folder)
+        if snr_match:
+            sign, value, named_machine = snr_match.groups()
+            if depth == 0 and named_machine is not None and named_machine != machine:
+                return None  # e.g. 0_dB_fan/pump/...: the SNR folder names another machine
+            snr_db = -float(value) if (sign or "").lower() in ("min", "-") else float(value)
+            break
     stem = name[: -len(".wav")]
     return ClipRecord(
         path=path,
         label=_MIMII_CLASSES[class_dir],
         machine=machine,
         machine_id=machine_id,
-        snr_db=float(snr_match.group(1)),
+        snr_db=None if snr_db is None else float(snr_db),
         clip_key=f"{machine}/id_{machine_id}/{class_dir}/{stem}",
     )
 
@@ -275,25 +331,31 @@ def _known_machine_in(folder: str) -> Optional[str]:
 
 
 def _unknown_files_message(root: Path, unknown: Sequence[str]) -> str:
-    """Describes `.wav` files that follow neither layout."""
+    """Describes `.wav` files that follow no known layout, and the layouts there are."""
     examples = "\n".join(f"  {os.path.relpath(p, root)}" for p in unknown[:_MAX_EXAMPLES])
     more = f"\n  ... and {len(unknown) - _MAX_EXAMPLES} more" if len(unknown) > _MAX_EXAMPLES else ""
     return (
         f"{root}: {len(unknown)} .wav file(s) follow neither known layout, e.g.:\n"
         f"{examples}{more}\n"
-        f"Expected MIMII: {MIMII_LAYOUT} (e.g. -6_dB_pump/pump/id_00/normal/00000000.wav)\n"
-        f"or DCASE 2020 Task 2: {DCASE_LAYOUT} (e.g. pump/train/normal_id_00_00000000.wav)."
+        f"The layouts are:\n{LAYOUTS_TEXT}"
     )
 
 
+def _is_dcase(record: ClipRecord) -> bool:
+    """Whether a record came from a DCASE file name (its class is in the name, not a folder)."""
+    return _DCASE_NAME.match(os.path.basename(record.path)) is not None and \
+        os.path.basename(os.path.dirname(record.path)) not in _MIMII_CLASSES
+
+
 def _check_single_layout(root: Path, records: Sequence[ClipRecord]) -> None:
-    """Raises if MIMII and DCASE files are mixed under one root."""
-    mimii = [r.path for r in records if r.snr_db is not None]
-    dcase = [r.path for r in records if r.snr_db is None]
-    if mimii and dcase:
+    """Raises if DCASE files are mixed with `normal`/`abnormal` folders under one root."""
+    dcase = [r.path for r in records if _is_dcase(r)]
+    folders = [r.path for r in records if not _is_dcase(r)]
+    if folders and dcase:
         raise DatasetError(
-            f"{root}: mixes {len(mimii)} MIMII-layout and {len(dcase)} DCASE-layout files "
-            f"(e.g. {os.path.relpath(mimii[0], root)} and {os.path.relpath(dcase[0], root)}); "
+            f"{root}: mixes {len(folders)} files in normal/abnormal folders (MIMII layout) and "
+            f"{len(dcase)} DCASE-layout files "
+            f"(e.g. {os.path.relpath(folders[0], root)} and {os.path.relpath(dcase[0], root)}); "
             "point the dataset root at one of them."
         )
 
@@ -349,7 +411,9 @@ def _describe_snrs(snrs: Iterable[Optional[float]]) -> str:
     values = sorted(v for v in snrs if v is not None)
     text = ", ".join(f"{v:g} dB" for v in values)
     if None in snrs:
-        text = (text + ", " if text else "") + "none (DCASE layout has no SNR folders)"
+        text = (text + ", " if text else "") + (
+            "none (DCASE layout has no SNR folders; folders of recordings with no folder above naming "
+            "an SNR get data.folder_snr_db)")
     return text
 
 
@@ -366,41 +430,52 @@ def _read_header(path: str):
         raise DatasetError(f"{path}: cannot read file ({error.strerror or error}).") from error
 
 
-def _check_sample_rates(by_rate: Dict[int, List[str]], expected: Optional[int]) -> None:
-    """Raises if the files have several sample rates, or not `expected`."""
+def _common_folder(records: Sequence[ClipRecord]) -> str:
+    """The deepest folder holding every record's file."""
+    return os.path.commonpath([os.path.dirname(os.path.abspath(r.path)) for r in records])
+
+
+def _check_sample_rates(by_rate: Dict[int, List[str]], expected: Optional[int], root: str) -> None:
+    """Raises if the files have several sample rates, or not `expected`; the message gives the converting command."""
+    from pump_keras.data.resample import resample_command
+
     def describe(rate):
         paths = by_rate[rate]
         return f"{rate} Hz in {len(paths)} file(s) (e.g. {paths[0]})"
 
     rates = sorted(by_rate, key=lambda rate: (-len(by_rate[rate]), rate))
+    target = int(expected) if expected is not None else rates[0]
+    convert = f"Convert them (frequencies would be mis-scaled otherwise) with: {resample_command(root, target)}"
     if len(rates) > 1:
         wanted = f"; expected {expected} Hz" if expected is not None else ""
         raise DatasetError(
             "sample rates differ within the dataset: "
             + "; ".join(describe(rate) for rate in rates)
-            + f"{wanted}. Resample the files to one rate first."
+            + f"{wanted}. {convert}"
         )
     if expected is not None and rates[0] != int(expected):
         raise DatasetError(
-            f"sample rate {describe(rates[0])} but {int(expected)} Hz is configured; "
-            "resample the files or set the feature sample_rate to match."
+            f"sample rate {describe(rates[0])} but {int(expected)} Hz is configured. {convert}; "
+            "or set features.sample_rate to the files' rate."
         )
 
 
-def _summary_sort_key(key: Tuple[Optional[float], str, int]):
-    """Sorts `(snr_db, machine_id, label)` with `None` SNR first."""
-    snr, machine_id, label = key
-    return (snr is not None, snr if snr is not None else 0.0, machine_id, label)
+def _summary_sort_key(key: Tuple[Optional[float], str, str, int]):
+    """Sorts `(snr_db, machine, machine_id, label)` with `None` SNR first."""
+    snr, machine, machine_id, label = key
+    return (snr is not None, snr if snr is not None else 0.0, machine, machine_id, label)
 
 
 __all__ = [
     "KNOWN_MACHINES",
+    "LAYOUTS_TEXT",
     "LABEL_NAMES",
     "DatasetError",
     "ClipRecord",
     "index_dataset",
     "parse_clip_path",
     "check_audio_headers",
+    "machine_group",
     "summarize",
     "format_summary",
     "normalize_machine_id",

@@ -67,7 +67,8 @@ def read_layouts(records: Sequence, config: FeatureConfig) -> dict:
         if header.sample_rate != config.sample_rate:
             raise ValueError(
                 f"{record.path}: sample rate {header.sample_rate} Hz, but the features expect "
-                f"{config.sample_rate} Hz (resample the data or set FeatureConfig.sample_rate).")
+                f"{config.sample_rate} Hz (convert the folder with python -m pump_keras.data.resample "
+                f"FOLDER OUT --rate {config.sample_rate}, or set FeatureConfig.sample_rate).")
         if isinstance(config.channel, int) and config.channel >= header.channels:
             raise ValueError(
                 f"{record.path}: channel {config.channel} requested but the file has "

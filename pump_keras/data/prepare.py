@@ -41,8 +41,9 @@ def prepare_splits(
     if data_config.data_dir is None:
         raise ValueError("DataConfig.data_dir is not set: point it at a MIMII or DCASE tree.")
     records = index_dataset(
-        data_config.data_dir, snr_db=data_config.snr_db, machine_ids=data_config.machine_ids)
-    check_audio_headers(records, sample_rate=feature_config.sample_rate)
+        data_config.data_dir, snr_db=data_config.snr_db, machine_ids=data_config.machine_ids,
+        folder_snr_db=data_config.folder_snr_db)
+    check_audio_headers(records, sample_rate=feature_config.sample_rate, root=data_config.data_dir)
     splits = split_records(records, ratios=data_config.split_ratios, seed=data_config.split_seed)
     if manifest:
         write_manifest(manifest, splits)

@@ -1,24 +1,30 @@
 """Train/val/test splits of indexed clips, and their CSV manifest.
 
-The split is stratified by (machine_id, label) and grouped by clip key: every
-record of one recording (the same clip in the 6, 0 and -6 dB folders) lands
-in one split, so pretraining on some SNRs and testing on another cannot leak.
-Each stratum is shuffled by its own generator, seeded from the split seed
-and the stratum, so a key's split depends only on the seed and the keys of
-its own stratum: not on the input order, the SNR filter, or other ids.
+Each recording goes to the split its own hash picks: a hash of (split seed,
+clip key) mapped to [0, 1) and cut at the cumulative ratios. A recording's
+split therefore depends on the seed, the ratios and its clip key alone: not
+on which other files exist, the input order, the SNR filter or other ids.
+Every record of one recording (the same clip in the 6, 0 and -6 dB folders)
+shares its clip key, so it lands in one split, and pretraining on some SNRs
+and testing on another cannot leak, even when the folders hold different
+files.
+
+Strata of (machine, machine_id, label) are kept as far as a hash allows: in
+large strata the ratios hold up to sampling noise. Only a stratum so small
+that a split with a nonzero ratio would get none of its recordings is
+repaired: the recording of a split with one to spare whose hash lies nearest
+the empty split's range moves there.
 """
 
 from __future__ import annotations
 
 import collections
 import csv
+import hashlib
 import io
 import math
 import os
-import zlib
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
-
-import numpy as np
 
 from pump_keras.data.index import LABEL_NAMES, ClipRecord
 from pump_keras.wavfile import atomic_write_bytes
@@ -26,7 +32,7 @@ from pump_keras.wavfile import atomic_write_bytes
 SPLITS = ("train", "val", "test")
 MANIFEST_COLUMNS = ("split", "path", "label", "machine", "machine_id", "snr_db", "clip_key")
 
-_TIE_DECIMALS = 9
+_HASH_BYTES = 8
 
 
 class SplitError(ValueError):
@@ -45,14 +51,15 @@ def split_records(
 ) -> Dict[str, List[ClipRecord]]:
     """Splits `records` into "train", "val" and "test", each sorted by path.
 
-    Within each (machine_id, label) stratum the unique clip keys are sorted,
-    shuffled with `numpy.random.default_rng`, and cut into counts from
-    `n * ratios` by largest remainder (ties go to train, then val, then test).
+    Each clip key goes to `split_of_key(seed, key, ratios)`; then, within
+    each (machine, machine_id, label) stratum, a split with a nonzero ratio
+    that got no key takes the key nearest its range from a split holding at
+    least two (see the module docstring).
 
     Args:
         records: the clips, as from `index_dataset`.
         ratios: train/val/test fractions, non-negative and summing to 1.
-        seed: seed of the shuffle.
+        seed: the split seed, part of every key's hash.
         require_both_classes: raise unless every split with a nonzero ratio
             holds both normal and abnormal clips.
 
@@ -65,13 +72,9 @@ def split_records(
     splits: Dict[str, List[ClipRecord]] = {name: [] for name in SPLITS}
     for stratum in sorted(strata):
         keys = strata[stratum]
-        order = sorted(keys)
-        _stratum_rng(seed, stratum).shuffle(order)
-        start = 0
-        for name, count in zip(SPLITS, allocate_counts(len(order), ratios)):
-            for key in order[start:start + count]:
+        for name, chosen in _assign_stratum(sorted(keys), seed, ratios).items():
+            for key in chosen:
                 splits[name].extend(keys[key])
-            start += count
     for name in SPLITS:
         splits[name].sort(key=lambda r: (r.path, r.clip_key))
     if require_both_classes:
@@ -79,18 +82,55 @@ def split_records(
     return splits
 
 
-def allocate_counts(n: int, ratios: Sequence[float]) -> Tuple[int, ...]:
-    """Splits `n` items by `ratios` with the largest-remainder method.
+def key_position(seed: int, clip_key: str) -> float:
+    """Where a recording falls in [0, 1): a SHA-256 hash of the split seed and its clip key."""
+    digest = hashlib.sha256(f"{int(seed)}\0{clip_key}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:_HASH_BYTES], "big") / float(1 << (8 * _HASH_BYTES))
 
-    Ties between equal remainders go to the earlier split (train, val, test).
-    """
-    exact = [round(n * r, _TIE_DECIMALS) for r in ratios]
-    counts = [math.floor(x) for x in exact]
-    remainders = [x - c for x, c in zip(exact, counts)]
-    order = sorted(range(len(ratios)), key=lambda i: (-round(remainders[i], _TIE_DECIMALS), i))
-    for i in order[: n - sum(counts)]:
-        counts[i] += 1
-    return tuple(counts)
+
+def split_of_key(seed: int, clip_key: str, ratios: Sequence[float]) -> str:
+    """The split a recording's hash picks: the first split whose cumulative ratio exceeds its position."""
+    ratios = _check_ratios(ratios)
+    position = key_position(seed, clip_key)
+    upper = 0.0
+    for name, ratio in zip(SPLITS, ratios):
+        upper += ratio
+        if ratio > 0 and position < upper:
+            return name
+    return [name for name, ratio in zip(SPLITS, ratios) if ratio > 0][-1]
+
+
+def _assign_stratum(keys: Sequence[str], seed: int, ratios: Tuple[float, ...]) -> Dict[str, List[str]]:
+    """The keys of one stratum per split: by hash, then empty nonzero-ratio splits repaired."""
+    chosen: Dict[str, List[str]] = {name: [] for name in SPLITS}
+    for key in keys:
+        chosen[split_of_key(seed, key, ratios)].append(key)
+    bounds = _split_bounds(ratios)
+    for name, ratio in zip(SPLITS, ratios):
+        if ratio == 0 or chosen[name]:
+            continue
+        spare = [(key, donor) for donor in SPLITS if len(chosen[donor]) > 1 for key in chosen[donor]]
+        if not spare:
+            continue
+        low, high = bounds[name]
+        key, donor = min(spare, key=lambda item: (_distance(key_position(seed, item[0]), low, high), item[0]))
+        chosen[donor].remove(key)
+        chosen[name].append(key)
+    return chosen
+
+
+def _split_bounds(ratios: Tuple[float, ...]) -> Dict[str, Tuple[float, float]]:
+    """Each split's range [low, high) of hash positions."""
+    bounds, low = {}, 0.0
+    for name, ratio in zip(SPLITS, ratios):
+        bounds[name] = (low, low + ratio)
+        low += ratio
+    return bounds
+
+
+def _distance(position: float, low: float, high: float) -> float:
+    """How far `position` lies outside [low, high)."""
+    return max(low - position, position - high, 0.0)
 
 
 def check_both_classes(splits: Mapping[str, Sequence[ClipRecord]], ratios: Sequence[float]) -> None:
@@ -184,27 +224,20 @@ def _check_ratios(ratios: Sequence[float]) -> Tuple[float, float, float]:
     return tuple(v / total for v in values)
 
 
-def _group_by_stratum(records: Iterable[ClipRecord]) -> Dict[Tuple[str, int], Dict[str, List[ClipRecord]]]:
-    """Records grouped as {(machine_id, label): {clip_key: [records]}}."""
-    strata: Dict[Tuple[str, int], Dict[str, List[ClipRecord]]] = collections.defaultdict(dict)
-    stratum_of_key: Dict[str, Tuple[str, int]] = {}
+def _group_by_stratum(records: Iterable[ClipRecord]) -> Dict[Tuple[str, str, int], Dict[str, List[ClipRecord]]]:
+    """Records grouped as {(machine, machine_id, label): {clip_key: [records]}}."""
+    strata: Dict[Tuple[str, str, int], Dict[str, List[ClipRecord]]] = collections.defaultdict(dict)
+    stratum_of_key: Dict[str, Tuple[str, str, int]] = {}
     for record in records:
-        stratum = (record.machine_id, int(record.label))
+        stratum = (record.machine, record.machine_id, int(record.label))
         previous = stratum_of_key.setdefault(record.clip_key, stratum)
         if previous != stratum:
             raise SplitError(
-                f"clip key {record.clip_key!r} has records of machine id/label {previous} "
+                f"clip key {record.clip_key!r} has records of machine/id/label {previous} "
                 f"and {stratum} (e.g. {record.path}); one recording must have one id and label."
             )
         strata[stratum].setdefault(record.clip_key, []).append(record)
     return strata
-
-
-def _stratum_rng(seed: int, stratum: Tuple[str, int]) -> np.random.Generator:
-    """A generator seeded from the split seed and a stable hash of the stratum."""
-    machine_id, label = stratum
-    stratum_hash = zlib.crc32(f"{machine_id}/{label}".encode("utf-8"))
-    return np.random.default_rng([int(seed), stratum_hash])
 
 
 def _manifest_row(split: str, record: ClipRecord) -> List[str]:
@@ -275,7 +308,8 @@ __all__ = [
     "SplitError",
     "ManifestError",
     "split_records",
-    "allocate_counts",
+    "key_position",
+    "split_of_key",
     "check_both_classes",
     "describe_splits",
     "write_manifest",

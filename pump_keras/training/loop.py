@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from pump_keras.config import RunConfig, replace, to_dict
+from pump_keras.data.index import machine_group
 from pump_keras.data.pipeline import make_dataset
 from pump_keras.data.prepare import MANIFEST_NAME, prepare_splits
 from pump_keras.data.split import describe_splits, write_manifest
@@ -117,7 +118,7 @@ def evaluate_model(model: keras.Model, datasets: dict, splits: dict, predict=pre
     result = {"threshold_logit": float(threshold), "threshold_criterion": "best balanced accuracy on val",
               "threshold_probability": sigmoid(threshold)}
     for name in scores:
-        groups = [r.machine_id for r in splits[name]]
+        groups = [machine_group(r) for r in splits[name]]
         result[name] = metrics.binary_metrics(labels[name], scores[name], threshold)
         result[f"{name}_per_machine_id"] = metrics.grouped_metrics(labels[name], scores[name], groups, threshold)
     if baseline_test_scores is not None and "test" in scores:
@@ -215,7 +216,7 @@ def train(config: RunConfig, log: Callable[[str], None] = print) -> TrainResult:
         log(f"Resuming {run.path} after epoch {state['epochs_completed']} of {config.train.epochs}.")
     else:
         state = {"epochs_completed": 0, "history": [], "best_value": None, "best_epoch": None}
-        described = setup.initialize_from(model, config.train.init_from)
+        described = setup.initialize_from(model, config.train.init_from, splits)
         if described:
             log(f"Initialised from {described}.")
         elif setup.fit_input_statistics(model, (images for images, _ in make_dataset(

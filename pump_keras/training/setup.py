@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import os
-from typing import Optional
+from typing import Mapping, Optional, Sequence
 
 import keras
 import numpy as np
@@ -16,6 +16,7 @@ from pump_keras.layers.standardization import row_standardization, with_row_stan
 from pump_keras.models import build, registry
 from pump_keras.training.recipe import derived_seed
 
+LEAK_EXAMPLES = 5
 MODEL_FIELDS = ("attention", "attention_placement", "reduction", "width_multiplier",
                 "depth_multiplier", "dropout_rate", "drop_connect_rate")
 
@@ -145,17 +146,66 @@ def source_model_path(source: str) -> str:
     return source
 
 
-def initialize_from(model: keras.Model, source: Optional[str]) -> Optional[str]:
+def source_manifest_path(source: str) -> Optional[str]:
+    """The split manifest of the run an `init_from` comes from (its folder's `split.csv`), if there is one."""
+    from pump_keras.data.prepare import MANIFEST_NAME
+
+    folder = source if os.path.isdir(source) else os.path.dirname(os.path.abspath(source))
+    manifest = os.path.join(folder, MANIFEST_NAME)
+    return manifest if os.path.isfile(manifest) else None
+
+
+def check_no_split_leak(source: str, splits: Mapping[str, Sequence]) -> None:
+    """Raises if the source run learnt from or selected on a val or test recording of `splits`.
+
+    Refused: a test recording here that was in the source's train or val
+    split, and a val recording here that was in the source's train split.
+    A val recording that was the source's val too keeps its role (the same
+    split seed and ratios give that), so it is allowed. Recordings are
+    compared by clip key, so one recording at another SNR counts as the
+    same. Sources without a manifest beside them (a bare `.keras` file,
+    Keras weights) are not checked.
+    """
+    from pump_keras.data.split import read_manifest
+
+    manifest = source_manifest_path(source)
+    if manifest is None:
+        return
+    source_splits = read_manifest(manifest)
+    seen = {r.clip_key: name for name in ("train", "val") for r in source_splits[name]}
+    forbidden = {"val": ("train",), "test": ("train", "val")}
+    leaked = sorted({(r.clip_key, name, seen[r.clip_key]) for name in ("val", "test")
+                     for r in splits.get(name, []) if seen.get(r.clip_key) in forbidden[name]})
+    if not leaked:
+        return
+    examples = "; ".join(f"{key} ({ours} here, {theirs} there)" for key, ours, theirs in leaked[:LEAK_EXAMPLES])
+    more = f"; and {len(leaked) - LEAK_EXAMPLES} more" if len(leaked) > LEAK_EXAMPLES else ""
+    raise InitError(
+        f"init_from {source}: {len(leaked)} recording(s) of this run's val/test splits were in the "
+        f"train/val splits of the source run ({manifest}), so its weights learnt from or were "
+        f"selected on them: "
+        f"{examples}{more}. Split both runs with the same data.split_seed and data.split_ratios "
+        "(a recording's split depends only on those and its clip key), or start without init_from."
+    )
+
+
+def initialize_from(model: keras.Model, source: Optional[str],
+                    splits: Optional[Mapping[str, Sequence]] = None) -> Optional[str]:
     """Copies weights into `model` from another run, a `.keras` file or a Keras EfficientNetV2S weights file.
 
+    With `splits` (this run's), first checks that the source run did not
+    learn from this run's val/test recordings (`check_no_split_leak`).
     Returns a one-line description, or None without a source.
 
     Raises:
-        InitError: the source's architecture does not match (first mismatch named).
+        InitError: the source's architecture does not match (first mismatch
+            named), or the source run has seen this run's val/test recordings.
     """
     if not source:
         return None
     path = source_model_path(source)
+    if splits is not None:
+        check_no_split_leak(source, splits)
     if not path.endswith(".keras"):
         from pump_keras.models.efficientnet_v2 import load_keras_application_weights
 
