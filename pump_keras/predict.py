@@ -203,15 +203,31 @@ def decoder_message(error: tf.errors.OpError) -> str:
     return text[len("WAV bytes: "):] if text.startswith("WAV bytes: ") else text
 
 
+def non_finite_reason(score: float, logit: float) -> Optional[str]:
+    """Why a score cannot be reported (NaN or infinite), else None."""
+    if np.isfinite(score) and np.isfinite(logit):
+        return None
+    return (f"the model's score is not a number (score {score}, logit {logit}): the audio holds NaN or "
+            "infinite samples, or the model is broken")
+
+
 def _score_isolating_failures(scorer: Scorer, contents: List[bytes]) -> List[object]:
-    """Per file, a dict of outputs or the reason it failed; a failing batch is rescored file by file."""
+    """Per file, a dict of outputs or the reason it failed; a failing batch is rescored file by file.
+
+    A non-finite score is a failure too: it is never reported as a result.
+    """
     try:
         outputs = scorer.score(contents)
     except tf.errors.InvalidArgumentError as error:
         if len(contents) == 1:
             return [decoder_message(error)]
         return [result for data in contents for result in _score_isolating_failures(scorer, [data])]
-    return [{name: values[i] for name, values in outputs.items()} for i in range(len(contents))]
+    outcomes = []
+    for i in range(len(contents)):
+        outcome = {name: values[i] for name, values in outputs.items()}
+        reason = non_finite_reason(float(outcome["anomaly_score"]), float(outcome["logit"]))
+        outcomes.append(outcome if reason is None else reason)
+    return outcomes
 
 
 def _row(path: str, outcome) -> dict:
@@ -299,7 +315,7 @@ def write_results(path: str, results: Sequence[dict], scorer: Scorer) -> None:
         document = {"model": scorer.model_path, "threshold": scorer.threshold,
                     "threshold_source": scorer.threshold_source, "features": scorer.features,
                     "results": list(results)}
-        text = json.dumps(document, indent=2) + "\n"
+        text = json.dumps(document, indent=2, allow_nan=False) + "\n"  # strict JSON: no bare NaN
     else:
         text = results_csv(results)
     atomic_write_bytes(path, text.encode("utf-8"))

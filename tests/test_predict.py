@@ -199,3 +199,33 @@ def test_decoder_message_keeps_the_reason_only():
         "bytes lack \\'RIFF\\' and \\'WAVE\\')]\n\t [[{{node map/Assert}}]] [Op:__inference_1]"))
     assert predict.decoder_message(error) == (
         "not a RIFF/WAVE file (the first 12 bytes lack 'RIFF' and 'WAVE')")
+
+
+def strict_json(text):
+    """`json.loads` that refuses NaN and Infinity, as strict JSON parsers do."""
+    def refuse(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_a_float_wav_holding_nan_is_a_failed_file_and_the_json_stays_strict(model, clips, tmp_path, capsys):
+    from tests.wav_bytes import make_wav
+
+    samples = np.random.default_rng(1).uniform(-0.1, 0.1, 16000).astype(np.float32)
+    samples[100:200] = np.nan
+    nan_wav = tmp_path / "nan.wav"
+    nan_wav.write_bytes(make_wav(samples, format_tag=3, bits=32))
+    good = clips[0]
+    out = tmp_path / "scores.json"
+    status = predict.main(["--model", model.saved_model, "--out", str(out), good, str(nan_wav)])
+    captured = capsys.readouterr()
+    assert status == 1
+    assert "2 files: " in captured.out and "1 failed" in captured.out
+    nan_line = next(line for line in captured.out.splitlines() if line.startswith(str(nan_wav)))
+    assert "nan" not in nan_line.split()[1:2]  # no score column value of nan
+    document = strict_json(out.read_text())
+    rows = by_path(document["results"])
+    assert rows[good]["error"] is None and 0.0 <= rows[good]["anomaly_score"] <= 1.0
+    failed = rows[str(nan_wav)]
+    assert failed["anomaly_score"] is None and failed["is_anomaly"] is None and failed["logit"] is None
+    assert failed["error"]
