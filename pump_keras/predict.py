@@ -32,7 +32,6 @@ import dataclasses
 import io
 import json
 import os
-import re
 import sys
 import warnings
 from typing import Callable, List, Optional, Sequence
@@ -42,7 +41,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from pump_keras.serving_client import collect_wav_files  # noqa: E402
+from pump_keras.serving_client import collect_wav_files, readable_reason  # noqa: E402
 from pump_keras.wavfile import atomic_write_bytes  # noqa: E402
 
 SIGNATURE = "serving_default"
@@ -190,17 +189,7 @@ def load_scorer(model_path: str, run_dir: Optional[str] = None,
 
 def decoder_message(error: tf.errors.OpError) -> str:
     """The readable reason in a graph error, without TensorFlow's node and stack noise."""
-    text = error.message
-    match = re.search(r"assertion failed: \[(.*?)\]\s*(?:\n|$)", text, re.DOTALL)
-    if match:
-        text = match.group(1)
-    else:
-        lines = [line.strip() for line in text.splitlines()
-                 if line.strip() and not line.startswith(("Graph execution error", "Detected at node",
-                                                          "<stack traces", "\t"))]
-        text = lines[-1] if lines else text
-    text = text.replace("\\'", "'").replace('\\"', '"')
-    return text[len("WAV bytes: "):] if text.startswith("WAV bytes: ") else text
+    return readable_reason(error.message)
 
 
 def non_finite_reason(score: float, logit: float) -> Optional[str]:
