@@ -17,7 +17,10 @@ above its numbered versions: the highest is used, as TF Serving does) or a
   the run's (`RUN/threshold.json`, then `RUN/metrics.json`), else 0.5 with
   a warning.
 
-Folders are searched for `.wav` files at any depth. A file that cannot be
+It warns (on stderr) when the model was trained on synthetic recordings,
+and for every clip whose length differs from the training clips' by more
+than the export's `clip.length_tolerance` (such a clip is scored whole, as
+one clip). Folders are searched for `.wav` files at any depth. A file that cannot be
 scored (not a WAV, an unsupported encoding, another sample rate...) is
 listed with the decoder's reason and does not stop the others. `--out`
 writes CSV or JSON (by extension), atomically. Exit status: 0 when every
@@ -41,6 +44,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from pump_keras.model_info import METADATA_NAME, clip_length_warnings, synthetic_warning  # noqa: E402
 from pump_keras.serving_client import collect_wav_files, readable_reason  # noqa: E402
 from pump_keras.wavfile import atomic_write_bytes  # noqa: E402
 
@@ -69,6 +73,8 @@ class Scorer:
         threshold_source: where the threshold came from.
         features: the feature config as a dict (None when unknown).
         override_threshold: recompute `is_anomaly` from the score with `threshold`.
+        info: what the export records about the model (`pump_keras.model_info`):
+            training clip length, provenance; empty when unknown.
     """
 
     model_path: str
@@ -77,6 +83,7 @@ class Scorer:
     threshold_source: str
     features: Optional[dict]
     override_threshold: bool = False
+    info: dict = dataclasses.field(default_factory=dict)
 
     def score(self, contents: Sequence[bytes]) -> dict:
         """NumPy `anomaly_score`, `is_anomaly`, `logit` of whole WAV files; the graph's errors propagate."""
@@ -113,7 +120,6 @@ def _load_saved_model(path: str, threshold: Optional[float]) -> Scorer:
     if inputs != [INPUT_NAME]:
         raise PredictError(f"{path}: {SIGNATURE} takes {inputs}, not [{INPUT_NAME!r}]; "
                            "is this a pump_keras export?")
-    from pump_keras.export import METADATA_NAME
     metadata_path = os.path.join(path, "assets.extra", METADATA_NAME)
     metadata = {}
     if os.path.exists(metadata_path):
@@ -129,13 +135,13 @@ def _load_saved_model(path: str, threshold: Optional[float]) -> Scorer:
         override = False
     return Scorer(model_path=path, score_batch=lambda wav_bytes: signature(**{INPUT_NAME: wav_bytes}),
                   threshold=threshold, threshold_source=source, features=metadata.get("features"),
-                  override_threshold=override)
+                  override_threshold=override, info=metadata)
 
 
 def _load_keras_model(path: str, run_dir: Optional[str], threshold: Optional[float]) -> Scorer:
     from pump_keras.config import to_dict
     from pump_keras.config_io import ConfigError, config_from_json
-    from pump_keras.export import run_threshold, serving_functions
+    from pump_keras.export import run_metadata, run_threshold, serving_functions
     from pump_keras.models import load_model
 
     run_dir = run_dir if run_dir is not None else os.path.dirname(os.path.abspath(path))
@@ -145,7 +151,8 @@ def _load_keras_model(path: str, run_dir: Optional[str], threshold: Optional[flo
                            f"whose config.json it came from ({config_path} does not exist).")
     try:
         with open(config_path, encoding="utf-8") as handle:
-            features = config_from_json(handle.read()).features
+            config = config_from_json(handle.read())
+        features = config.features
     except ConfigError as error:
         raise PredictError(f"{config_path}: {error}") from error
     if threshold is None:
@@ -162,7 +169,7 @@ def _load_keras_model(path: str, run_dir: Optional[str], threshold: Optional[flo
                            f"makes {expected}: is --run-dir the model's own run?")
     serve = serving_functions(model, features, threshold)[SIGNATURE]
     return Scorer(model_path=path, score_batch=serve, threshold=threshold, threshold_source=source,
-                  features=to_dict(features))
+                  features=to_dict(features), info=run_metadata(run_dir, config))
 
 
 def load_scorer(model_path: str, run_dir: Optional[str] = None,
@@ -346,6 +353,9 @@ def main(argv=None) -> int:
             return 2
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
+    for warning in filter(None, [synthetic_warning(scorer.info, scorer.model_path),
+                                 *clip_length_warnings(paths, scorer.info)]):
+        print(f"warning: {warning}", file=sys.stderr)
 
     progress = _stderr_progress if len(paths) > PROGRESS_MIN_FILES else None
     results = score_wav_files(scorer, paths, args.batch_size, progress)

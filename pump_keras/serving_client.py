@@ -15,10 +15,15 @@ object per file, in order; each is checked (types, a finite score in
 [0, 1] that is the sigmoid of the logit) before it is shown. A batch the
 server refuses (HTTP 400, e.g. one file that is not a WAV) is sent again
 file by file, so the good files are scored and the bad one is named with
-the server's reason. Exit status: 0 when every file was scored, 1 when some
+the server's reason. With `--model-info EXPORT` (the served version folder
+or its `assets.extra/pump_keras.json`; TF Serving does not pass it on) it
+warns, as `pump_keras.predict` does, about a model trained on synthetic
+recordings and about clips whose length differs from the training clips'.
+Exit status: 0 when every file was scored, 1 when some
 failed or the server could not be used, 2 for a usage error. The model does all the decoding and
 preprocessing (see `pump_keras.export`), so this module needs only the
-standard library: it runs where TensorFlow is not installed.
+standard library (and NumPy, for `--model-info`): it runs where TensorFlow
+is not installed.
 """
 
 from __future__ import annotations
@@ -260,6 +265,9 @@ def main(argv=None) -> int:
     parser.add_argument("--signature", default="serving_default")
     parser.add_argument("--batch-size", type=int, default=8, help="files per request (default 8)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for each answer")
+    parser.add_argument("--model-info", metavar="EXPORT",
+                        help="the served export (version folder, model folder or its assets.extra/pump_keras.json): "
+                             "warn about a synthetic-data model and clips unlike the training clips' length")
     args = parser.parse_args(argv)
     paths = collect_wav_files(args.paths)
     if not paths:
@@ -268,6 +276,16 @@ def main(argv=None) -> int:
     if args.batch_size < 1:
         print(f"error: --batch-size must be at least 1, got {args.batch_size}", file=sys.stderr)
         return 2
+    if args.model_info:
+        from pump_keras.model_info import ModelInfoError, clip_length_warnings, read_model_info, synthetic_warning
+
+        try:
+            info = read_model_info(args.model_info)
+        except ModelInfoError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        for warning in filter(None, [synthetic_warning(info, args.model_info), *clip_length_warnings(paths, info)]):
+            print(f"warning: {warning}", file=sys.stderr)
     try:
         results = score_files(args.url, paths, args.signature, args.batch_size, args.timeout)
     except ServingError as error:

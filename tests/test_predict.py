@@ -24,6 +24,10 @@ RUN_THRESHOLD = 0.5
 # proves little; a larger head spreads the scores so that a mismatch shows.
 HEAD_SCALE = 1000.0
 
+# The real clips are 10 s at 16 kHz; the tiny model is recorded as trained on such synthetic clips.
+EXPORT_METADATA = {"clip": {"seconds": 10.0, "frames": 160000, "sample_rate": 16000, "length_tolerance": 0.1},
+                   "provenance": {"synthetic": True}}
+
 _TINY_MODEL = {}
 
 
@@ -43,8 +47,10 @@ def tiny_model_files(tmp_path_factory) -> SimpleNamespace:
         head = model.get_layer("logit")
         kernel, bias = head.get_weights()
         head.set_weights([kernel * HEAD_SCALE, bias])
+        log = []
         saved_model = export_saved_model(model, features, str(root / "m"), version=1,
-                                         threshold=EXPORT_THRESHOLD)
+                                         threshold=EXPORT_THRESHOLD, metadata=EXPORT_METADATA,
+                                         log=log.append)
         run_dir = root / "run"
         run_dir.mkdir()
         model.save(run_dir / "best.keras")
@@ -52,7 +58,7 @@ def tiny_model_files(tmp_path_factory) -> SimpleNamespace:
         (run_dir / "threshold.json").write_text(json.dumps({"threshold_probability": RUN_THRESHOLD}))
         _TINY_MODEL["files"] = SimpleNamespace(saved_model=saved_model, model_dir=str(root / "m"),
                                                keras_file=str(run_dir / "best.keras"),
-                                               run_dir=str(run_dir))
+                                               run_dir=str(run_dir), export_log=log)
     return _TINY_MODEL["files"]
 
 
@@ -229,3 +235,14 @@ def test_a_float_wav_holding_nan_is_a_failed_file_and_the_json_stays_strict(mode
     failed = rows[str(nan_wav)]
     assert failed["anomaly_score"] is None and failed["is_anomaly"] is None and failed["logit"] is None
     assert failed["error"]
+
+
+def test_predict_warns_about_a_synthetic_model_and_a_clip_unlike_the_training_length(model, clips, tmp_path, capsys):
+    short = tmp_path / "short.wav"
+    write_wav(str(short), np.zeros((16000, 1), np.int16), 16000)  # 1 s against 10 s training clips
+    assert predict.main(["--model", model.saved_model, clips[0], str(short)]) == 0
+    err = capsys.readouterr().err
+    assert "trained on SYNTHETIC pump recordings" in err
+    warnings = [line for line in err.splitlines() if "s long, but the model was trained on" in line]
+    assert len(warnings) == 1 and warnings[0].startswith(f"warning: {short} is 1 s long")
+    assert "10 s clips (tolerance 10%)" in warnings[0] and "not supported yet" in warnings[0]

@@ -216,3 +216,19 @@ def test_every_field_of_an_answer_is_checked(tmp_path):
         canned.shutdown()
         canned.server_close()
         thread.join(timeout=10)
+
+
+def test_model_info_makes_the_client_warn_like_predict(server, tmp_path, capsys):
+    from pump_keras.wavfile import write_wav
+
+    short = tmp_path / "short.wav"
+    write_wav(str(short), np.zeros((16000, 1), np.int16), 16000)
+    saved_model = tiny_model_files(None).saved_model
+    good = str(real_wav_files()[0])
+    assert serving_client.main([good, str(short), "--url", server.url, "--model-info", saved_model]) == 0
+    err = capsys.readouterr().err
+    assert "trained on SYNTHETIC pump recordings" in err
+    warnings = [line for line in err.splitlines() if "s long, but the model was trained on" in line]
+    assert len(warnings) == 1 and warnings[0].startswith(f"warning: {short} is 1 s")
+    assert serving_client.main([good, "--url", server.url, "--model-info", str(tmp_path)]) == 2
+    assert "not a pump_keras export" in capsys.readouterr().err
