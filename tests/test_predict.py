@@ -246,3 +246,21 @@ def test_predict_warns_about_a_synthetic_model_and_a_clip_unlike_the_training_le
     warnings = [line for line in err.splitlines() if "s long, but the model was trained on" in line]
     assert len(warnings) == 1 and warnings[0].startswith(f"warning: {short} is 1 s long")
     assert "10 s clips (tolerance 10%)" in warnings[0] and "not supported yet" in warnings[0]
+
+
+def test_the_clip_length_tolerance_is_the_recorded_fraction_of_the_training_length(tmp_path):
+    from pump_keras.config import ExportConfig
+    from pump_keras.model_info import clip_length_warning
+
+    info = {"clip": {"seconds": 2.0, "frames": 32000, "sample_rate": 16000, "length_tolerance": 0.25}}
+    lengths = {"inside_short": 1.5, "inside_long": 2.5, "outside_short": 1.49, "outside_long": 2.51}
+    warned = {}
+    for name, seconds in lengths.items():
+        path = str(tmp_path / f"{name}.wav")
+        write_wav(path, np.zeros((int(round(seconds * 16000)), 1), np.int16), 16000)
+        warned[name] = clip_length_warning(path, info) is not None
+    assert warned == {"inside_short": False, "inside_long": False, "outside_short": True, "outside_long": True}
+    assert clip_length_warning(path, {}) is None  # an export without a recorded length: nothing to compare
+    assert ExportConfig().clip_length_tolerance == 0.1
+    with pytest.raises(ValueError, match="clip_length_tolerance must be >= 0"):
+        ExportConfig(clip_length_tolerance=-0.1)
