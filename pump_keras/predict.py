@@ -20,9 +20,10 @@ above its numbered versions: the highest is used, as TF Serving does) or a
 It warns (on stderr) when the model was trained on synthetic recordings,
 and for every clip whose length differs from the training clips' by more
 than the export's `clip.length_tolerance` (such a clip is scored whole, as
-one clip). Folders are searched for `.wav` files at any depth. A file that cannot be
-scored (not a WAV, an unsupported encoding, another sample rate...) is
-listed with the decoder's reason and does not stop the others. `--out`
+one clip). Folders are searched for `.wav` files at any depth. A file that
+cannot be scored (not a WAV, an unsupported encoding, another sample
+rate, a score that is not a number...) is listed with the reason and does
+not stop the others. `--out`
 writes CSV or JSON (by extension), atomically. Exit status: 0 when every
 file was scored, 1 when some failed, 2 for a usage error.
 """
