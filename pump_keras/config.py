@@ -448,16 +448,23 @@ class ExportConfig:
         out_dir: the model base path TF Serving watches.
         name: the model name (a folder of `out_dir`).
         version: the version folder; `None` takes the next free number.
+        clip_length_tolerance: `predict` and the serving client warn about a
+            clip whose length differs from the training clips' (recorded in
+            the export) by more than this fraction of it; such a clip is
+            still scored whole, as one clip.
     """
 
     enabled: bool = True
     out_dir: str = "saved_models"
     name: str = "pump_anomaly"
     version: Optional[int] = None
+    clip_length_tolerance: float = 0.1
 
     def __post_init__(self):
         if self.version is not None and int(self.version) < 1:
             raise ValueError(f"version must be a positive integer, got {self.version!r}.")
+        if not self.clip_length_tolerance >= 0:
+            raise ValueError(f"clip_length_tolerance must be >= 0, got {self.clip_length_tolerance!r}.")
 
 
 THRESHOLD_CRITERIA = ("balanced_accuracy", "fpr")

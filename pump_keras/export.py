@@ -17,30 +17,52 @@ numbered versions). Signatures:
 The threshold is the one `pump_keras.evaluate` chose on validation
 (`RUN/threshold.json`), else training's own choice (`RUN/metrics.json`), else
 0.5 with a warning. `assets.extra/pump_keras.json` records it with the
-feature config. The version folder appears whole or not at all.
+feature config, the training clip length and sample rate (`clip`) and the
+model's provenance (`provenance`: data source, synthetic or not, test metrics
+beside the baseline, package version, commit); see `pump_keras.model_info`.
+`assets.extra/tf_serving_warmup_requests` holds one request with a clip of
+the training length, which TF Serving replays on loading. The version folder
+appears whole or not at all. A model trained on synthetic recordings is
+never exported into a model folder that holds a model trained on real data
+(it would become the version TF Serving serves).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
+import time
 import warnings
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from pump_keras.config import FeatureConfig, to_dict  # noqa: E402
+from pump_keras import __version__  # noqa: E402
+from pump_keras.audio import check  # noqa: E402
+from pump_keras.config import DataConfig, FeatureConfig, RunConfig, to_dict  # noqa: E402
 from pump_keras.features import (  # noqa: E402
     to_backbone_channels, wav_bytes_to_image, waveform_to_image)
+from pump_keras.model_info import METADATA_NAME, ModelInfoError, is_synthetic, read_model_info  # noqa: E402
+from pump_keras.serving_warmup import WARMUP_FILE, warmup_clip, write_warmup_file  # noqa: E402
 
-METADATA_NAME = "pump_keras.json"
+Log = Callable[[str], None]
+
+
+class ExportError(ValueError):
+    """An export that would mislead TF Serving's users; nothing was written."""
+
+
+def _quiet(message: str) -> None:
+    pass
 
 
 def next_version(model_dir: str) -> int:
@@ -92,50 +114,203 @@ def serving_functions(model: keras.Model, features: FeatureConfig, threshold: fl
                                fn_output_signature=image_spec)
         return _outputs(model, to_backbone_channels(images, features), threshold)
 
-    @tf.function(input_signature=[tf.TensorSpec([None, rows, columns, channels], tf.float32, name="images")])
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, None], tf.float32, name="images")])
     def serve_images(images):
+        # The shape is checked here, not by the input signature: TF Serving
+        # feeds tensors without checking a signature's static shape.
+        shape = tf.shape(images)
+        valid = check(tf.constant("images"), [
+            (tf.reduce_all(tf.equal(shape[1:], [rows, columns, channels])),
+             lambda: tf.strings.format("shape {}, but the model takes [batch, {}, {}, {}]",
+                                       (shape, rows, columns, channels))),
+            (tf.reduce_all((images >= 0.0) & (images <= 1.0)),
+             lambda: tf.strings.format("values from {} to {}, but pixels must be finite and lie in [0, 1]",
+                                       (tf.reduce_min(images), tf.reduce_max(images)))),
+        ])
+        with tf.control_dependencies([valid]):
+            images = tf.ensure_shape(tf.identity(images), [None, rows, columns, channels])
         return _outputs(model, images, threshold)
 
     return {"serving_default": serve_wav, "serving_waveforms": serve_waveforms, "serving_images": serve_images}
 
 
+def strict_json_values(value):
+    """`value` with every NaN or infinite float replaced by None, so `json.dumps(allow_nan=False)` takes it."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: strict_json_values(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json_values(item) for item in value]
+    return value
+
+
+def check_export_target(model_dir: str, version: Optional[int], synthetic: bool) -> None:
+    """Refuses an export before anything is written (or trained).
+
+    `FileExistsError` when `model_dir/version` exists; `ExportError` when a
+    model trained on synthetic recordings would join a model folder holding
+    a model trained on real data (or one without a record of its data): TF
+    Serving serves the highest version, so the demonstration would replace
+    the real model.
+    """
+    if version is not None:
+        target = os.path.join(model_dir, str(int(version)))
+        if os.path.exists(target):
+            raise FileExistsError(f"{target} exists; choose another version (next free: {next_version(model_dir)}).")
+    if not synthetic or not os.path.isdir(model_dir):
+        return
+    real = []
+    for name in sorted((n for n in os.listdir(model_dir) if n.isdigit()), key=int):
+        try:
+            recorded_synthetic = is_synthetic(read_model_info(os.path.join(model_dir, name)))
+        except ModelInfoError:
+            recorded_synthetic = False
+        if not recorded_synthetic:
+            real.append(name)
+    if real:
+        raise ExportError(
+            f"{model_dir} holds version(s) {', '.join(real)} trained on real data (or of unknown data); a model "
+            "trained on SYNTHETIC recordings would become the version TF Serving serves. Export it under "
+            f"another name (--set export.name={os.path.basename(os.path.normpath(model_dir))}_synthetic), "
+            "or skip the export (--no-export).")
+
+
 def export_saved_model(model: keras.Model, features: FeatureConfig, model_dir: str,
                        version: Optional[int] = None, threshold: float = 0.5,
-                       metadata: Optional[dict] = None) -> str:
+                       metadata: Optional[dict] = None, model_name: Optional[str] = None,
+                       log: Log = _quiet) -> str:
     """Writes `model_dir/version/` atomically and returns its path.
 
     The SavedModel is written to a hidden folder beside the version folder
     and renamed into place, so a failed export leaves no version behind (TF
-    Serving never sees a half-written one). An existing version is an error.
+    Serving never sees a half-written one). An existing version is an error,
+    and so is a synthetic-data model joining real ones (`check_export_target`;
+    `metadata["provenance"]["synthetic"]` says which it is). With
+    `metadata["clip"]` (`frames`, `sample_rate`) the TF Serving warm-up file
+    carries a clip of that length, requested as model `model_name` (default:
+    the folder name). `log` receives a line per step.
     """
+    synthetic = bool(((metadata or {}).get("provenance") or {}).get("synthetic"))
+    check_export_target(model_dir, version, synthetic)
     version = next_version(model_dir) if version is None else int(version)
     if version < 1:
         raise ValueError(f"version must be a positive integer, got {version}.")
     target = os.path.join(model_dir, str(version))
-    if os.path.exists(target):
-        raise FileExistsError(f"{target} exists; choose another version (next free: {next_version(model_dir)}).")
+    started = time.perf_counter()
+    log(f"Exporting {target}: tracing the serving signatures.")
     archive = keras.export.ExportArchive()
     archive.track(model)
     for name, function in serving_functions(model, features, threshold).items():
+        step = time.perf_counter()
         archive.add_endpoint(name, function)
+        log(f"  traced {name} ({time.perf_counter() - step:.0f} s)")
     os.makedirs(model_dir, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=f".{version}.", dir=model_dir)
     try:
+        step = time.perf_counter()
         archive.write_out(staging, verbose=False)
-        info = {"threshold": threshold, "features": to_dict(features), **(metadata or {})}
-        os.makedirs(os.path.join(staging, "assets.extra"), exist_ok=True)
-        with open(os.path.join(staging, "assets.extra", METADATA_NAME), "w", encoding="utf-8") as handle:
-            json.dump(info, handle, indent=2)
+        log(f"  wrote the SavedModel ({time.perf_counter() - step:.0f} s)")
+        info = strict_json_values({"threshold": threshold, "features": to_dict(features), **(metadata or {})})
+        extra = os.path.join(staging, "assets.extra")
+        os.makedirs(extra, exist_ok=True)
+        with open(os.path.join(extra, METADATA_NAME), "w", encoding="utf-8") as handle:
+            json.dump(info, handle, indent=2, allow_nan=False)
+        clip = info.get("clip")
+        if clip:
+            name = model_name or os.path.basename(os.path.normpath(model_dir))
+            write_warmup_file(os.path.join(extra, WARMUP_FILE), name,
+                              warmup_clip(int(clip["frames"]), int(clip["sample_rate"])))
+            log(f"  wrote the TF Serving warm-up request ({clip['seconds']:.3g} s clip)")
+        else:
+            log("  no training clip length recorded: no TF Serving warm-up request")
         os.chmod(staging, 0o755)
         os.rename(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    log(f"Exported {target} in {time.perf_counter() - started:.0f} s.")
     return target
 
 
-def export_run(run_dir: str, model_dir: str, version: Optional[int] = None) -> str:
-    """Exports a run's best model with its threshold and feature config; returns the version folder."""
+def trains_on_synthetic(data: DataConfig) -> bool:
+    """Whether a run with this data config trains on its own synthetic recordings."""
+    return data.data_dir is None and data.split_file is None
+
+
+def training_clip_length(run_dir: str, tolerance: float) -> Optional[dict]:
+    """The training split's clip length (median), its range and sample rate, from `RUN/split.csv`'s headers.
+
+    None when the manifest is missing or none of its training files can be read.
+    """
+    from pump_keras.data.prepare import MANIFEST_NAME
+    from pump_keras.data.split import ManifestError, read_manifest
+    from pump_keras.wavfile import WavFormatError, read_wav_header
+
+    try:
+        records = read_manifest(os.path.join(run_dir, MANIFEST_NAME))["train"]
+    except ManifestError:
+        return None
+    headers = []
+    for record in records:
+        try:
+            headers.append(read_wav_header(record.path))
+        except (OSError, WavFormatError):
+            continue
+    if not headers:
+        return None
+    rates = [h.sample_rate for h in headers]
+    rate = max(set(rates), key=rates.count)
+    frames = sorted(h.frames for h in headers if h.sample_rate == rate)
+    median = frames[len(frames) // 2]
+    return {"seconds": median / rate, "frames": median, "sample_rate": rate, "length_tolerance": tolerance,
+            "training_files": len(frames), "shortest_seconds": frames[0] / rate,
+            "longest_seconds": frames[-1] / rate}
+
+
+def source_commit() -> Optional[str]:
+    """The git commit of the package's source, or None outside a git checkout."""
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=os.path.dirname(os.path.abspath(__file__)),
+                              capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if done.returncode != 0:
+        return None
+    return done.stdout.strip() or None
+
+
+def run_provenance(config: RunConfig, run_dir: str) -> dict:
+    """Where a run's model came from: data, synthetic or not, test metrics beside the baseline, version, commit."""
+    synthetic = trains_on_synthetic(config.data)
+    if synthetic:
+        source = os.path.join(os.path.abspath(run_dir), "synthetic")
+    else:
+        source = os.path.abspath(config.data.split_file or config.data.data_dir)
+    metrics = {}
+    metrics_path = os.path.join(run_dir, "metrics.json")
+    if os.path.exists(metrics_path):
+        with open(metrics_path, encoding="utf-8") as handle:
+            metrics = json.load(handle)
+    baseline = metrics.get("baseline") or {}
+    return {"synthetic": synthetic, "data_source": source,
+            "synthetic_config": to_dict(config.synthetic) if synthetic else None,
+            "snr_db": config.data.snr_db, "machine_ids": config.data.machine_ids,
+            "test_metrics": metrics.get("test"),
+            "baseline": {"name": baseline.get("name"), "test": baseline.get("test")} if baseline else None,
+            "verdict": (metrics.get("verdict") or {}).get("text"),
+            "package_version": __version__, "commit": source_commit()}
+
+
+def run_metadata(run_dir: str, config: RunConfig) -> dict:
+    """What an export of this run records beside threshold and features (see `pump_keras.model_info`)."""
+    return {"run_dir": os.path.abspath(run_dir), "model": to_dict(config.model),
+            "clip": training_clip_length(run_dir, config.export.clip_length_tolerance),
+            "provenance": run_provenance(config, run_dir)}
+
+
+def export_run(run_dir: str, model_dir: str, version: Optional[int] = None, log: Log = _quiet) -> str:
+    """Exports a run's best model with its threshold, feature config and provenance; returns the version folder."""
     from pump_keras.evaluation import load_run_config
     from pump_keras.models import load_model
 
@@ -144,9 +319,11 @@ def export_run(run_dir: str, model_dir: str, version: Optional[int] = None) -> s
     if not os.path.exists(best):
         raise FileNotFoundError(f"{run_dir} holds no best.keras: train it first (python -m pump_keras.train).")
     threshold, source = run_threshold(run_dir)
+    metadata = {**run_metadata(run_dir, config), "threshold_source": source}
+    check_export_target(model_dir, version, metadata["provenance"]["synthetic"])
+    log(f"Loading {best}.")
     return export_saved_model(load_model(best), config.features, model_dir, version, threshold,
-                              metadata={"run_dir": os.path.abspath(run_dir), "threshold_source": source,
-                                        "model": to_dict(config.model)})
+                              metadata=metadata, log=log)
 
 
 def main(argv=None) -> int:
@@ -157,7 +334,8 @@ def main(argv=None) -> int:
     parser.add_argument("--version", type=int, help="version number (default: the next free one)")
     args = parser.parse_args(argv)
     try:
-        path = export_run(args.run_dir, args.out, args.version)
+        path = export_run(args.run_dir, args.out, args.version,
+                          log=lambda line: print(line, file=sys.stderr, flush=True))
     except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -17,9 +17,13 @@ above its numbered versions: the highest is used, as TF Serving does) or a
   the run's (`RUN/threshold.json`, then `RUN/metrics.json`), else 0.5 with
   a warning.
 
-Folders are searched for `.wav` files at any depth. A file that cannot be
-scored (not a WAV, an unsupported encoding, another sample rate...) is
-listed with the decoder's reason and does not stop the others. `--out`
+It warns (on stderr) when the model was trained on synthetic recordings,
+and for every clip whose length differs from the training clips' by more
+than the export's `clip.length_tolerance` (such a clip is scored whole, as
+one clip). Folders are searched for `.wav` files at any depth. A file that
+cannot be scored (not a WAV, an unsupported encoding, another sample
+rate, a score that is not a number...) is listed with the reason and does
+not stop the others. `--out`
 writes CSV or JSON (by extension), atomically. Exit status: 0 when every
 file was scored, 1 when some failed, 2 for a usage error.
 """
@@ -32,7 +36,6 @@ import dataclasses
 import io
 import json
 import os
-import re
 import sys
 import warnings
 from typing import Callable, List, Optional, Sequence
@@ -42,7 +45,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from pump_keras.serving_client import collect_wav_files  # noqa: E402
+from pump_keras.model_info import METADATA_NAME, clip_length_warnings, synthetic_warning  # noqa: E402
+from pump_keras.serving_client import collect_wav_files, readable_reason  # noqa: E402
 from pump_keras.wavfile import atomic_write_bytes, special_file_kind  # noqa: E402
 
 SIGNATURE = "serving_default"
@@ -70,6 +74,8 @@ class Scorer:
         threshold_source: where the threshold came from.
         features: the feature config as a dict (None when unknown).
         override_threshold: recompute `is_anomaly` from the score with `threshold`.
+        info: what the export records about the model (`pump_keras.model_info`):
+            training clip length, provenance; empty when unknown.
     """
 
     model_path: str
@@ -78,6 +84,7 @@ class Scorer:
     threshold_source: str
     features: Optional[dict]
     override_threshold: bool = False
+    info: dict = dataclasses.field(default_factory=dict)
 
     def score(self, contents: Sequence[bytes]) -> dict:
         """NumPy `anomaly_score`, `is_anomaly`, `logit` of whole WAV files; the graph's errors propagate."""
@@ -114,7 +121,6 @@ def _load_saved_model(path: str, threshold: Optional[float]) -> Scorer:
     if inputs != [INPUT_NAME]:
         raise PredictError(f"{path}: {SIGNATURE} takes {inputs}, not [{INPUT_NAME!r}]; "
                            "is this a pump_keras export?")
-    from pump_keras.export import METADATA_NAME
     metadata_path = os.path.join(path, "assets.extra", METADATA_NAME)
     metadata = {}
     if os.path.exists(metadata_path):
@@ -130,13 +136,13 @@ def _load_saved_model(path: str, threshold: Optional[float]) -> Scorer:
         override = False
     return Scorer(model_path=path, score_batch=lambda wav_bytes: signature(**{INPUT_NAME: wav_bytes}),
                   threshold=threshold, threshold_source=source, features=metadata.get("features"),
-                  override_threshold=override)
+                  override_threshold=override, info=metadata)
 
 
 def _load_keras_model(path: str, run_dir: Optional[str], threshold: Optional[float]) -> Scorer:
     from pump_keras.config import to_dict
     from pump_keras.config_io import ConfigError, config_from_json
-    from pump_keras.export import run_threshold, serving_functions
+    from pump_keras.export import run_metadata, run_threshold, serving_functions
     from pump_keras.models import load_model
 
     run_dir = run_dir if run_dir is not None else os.path.dirname(os.path.abspath(path))
@@ -146,7 +152,8 @@ def _load_keras_model(path: str, run_dir: Optional[str], threshold: Optional[flo
                            f"whose config.json it came from ({config_path} does not exist).")
     try:
         with open(config_path, encoding="utf-8") as handle:
-            features = config_from_json(handle.read()).features
+            config = config_from_json(handle.read())
+        features = config.features
     except ConfigError as error:
         raise PredictError(f"{config_path}: {error}") from error
     if threshold is None:
@@ -163,7 +170,7 @@ def _load_keras_model(path: str, run_dir: Optional[str], threshold: Optional[flo
                            f"makes {expected}: is --run-dir the model's own run?")
     serve = serving_functions(model, features, threshold)[SIGNATURE]
     return Scorer(model_path=path, score_batch=serve, threshold=threshold, threshold_source=source,
-                  features=to_dict(features))
+                  features=to_dict(features), info=run_metadata(run_dir, config))
 
 
 def load_scorer(model_path: str, run_dir: Optional[str] = None,
@@ -190,28 +197,34 @@ def load_scorer(model_path: str, run_dir: Optional[str] = None,
 
 def decoder_message(error: tf.errors.OpError) -> str:
     """The readable reason in a graph error, without TensorFlow's node and stack noise."""
-    text = error.message
-    match = re.search(r"assertion failed: \[(.*?)\]\s*(?:\n|$)", text, re.DOTALL)
-    if match:
-        text = match.group(1)
-    else:
-        lines = [line.strip() for line in text.splitlines()
-                 if line.strip() and not line.startswith(("Graph execution error", "Detected at node",
-                                                          "<stack traces", "\t"))]
-        text = lines[-1] if lines else text
-    text = text.replace("\\'", "'").replace('\\"', '"')
-    return text[len("WAV bytes: "):] if text.startswith("WAV bytes: ") else text
+    return readable_reason(error.message)
+
+
+def non_finite_reason(score: float, logit: float) -> Optional[str]:
+    """Why a score cannot be reported (NaN or infinite), else None."""
+    if np.isfinite(score) and np.isfinite(logit):
+        return None
+    return (f"the model's score is not a number (score {score}, logit {logit}): the audio holds NaN or "
+            "infinite samples, or the model is broken")
 
 
 def _score_isolating_failures(scorer: Scorer, contents: List[bytes]) -> List[object]:
-    """Per file, a dict of outputs or the reason it failed; a failing batch is rescored file by file."""
+    """Per file, a dict of outputs or the reason it failed; a failing batch is rescored file by file.
+
+    A non-finite score is a failure too: it is never reported as a result.
+    """
     try:
         outputs = scorer.score(contents)
     except tf.errors.InvalidArgumentError as error:
         if len(contents) == 1:
             return [decoder_message(error)]
         return [result for data in contents for result in _score_isolating_failures(scorer, [data])]
-    return [{name: values[i] for name, values in outputs.items()} for i in range(len(contents))]
+    outcomes = []
+    for i in range(len(contents)):
+        outcome = {name: values[i] for name, values in outputs.items()}
+        reason = non_finite_reason(float(outcome["anomaly_score"]), float(outcome["logit"]))
+        outcomes.append(outcome if reason is None else reason)
+    return outcomes
 
 
 def _row(path: str, outcome) -> dict:
@@ -303,7 +316,7 @@ def write_results(path: str, results: Sequence[dict], scorer: Scorer) -> None:
         document = {"model": scorer.model_path, "threshold": scorer.threshold,
                     "threshold_source": scorer.threshold_source, "features": scorer.features,
                     "results": list(results)}
-        text = json.dumps(document, indent=2) + "\n"
+        text = json.dumps(document, indent=2, allow_nan=False) + "\n"  # strict JSON: no bare NaN
     else:
         text = results_csv(results)
     atomic_write_bytes(path, text.encode("utf-8"))
@@ -345,6 +358,9 @@ def main(argv=None) -> int:
             return 2
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
+    for warning in filter(None, [synthetic_warning(scorer.info, scorer.model_path),
+                                 *clip_length_warnings(paths, scorer.info)]):
+        print(f"warning: {warning}", file=sys.stderr)
 
     progress = _stderr_progress if len(paths) > PROGRESS_MIN_FILES else None
     results = score_wav_files(scorer, paths, args.batch_size, progress)

@@ -11,9 +11,19 @@ input name, and binary strings travel as `{"b64": "..."}`:
      "instances": [{"wav_bytes": {"b64": "UklGR..."}}, ...]}
 
 The answer's `predictions` hold one `{anomaly_score, is_anomaly, logit}`
-object per file, in order. The model does all the decoding and
+object per file, in order; each is checked (types, a finite score in
+[0, 1] that is the sigmoid of the logit) before it is shown. A batch the
+server refuses (HTTP 400, e.g. one file that is not a WAV) is sent again
+file by file, so the good files are scored and the bad one is named with
+the server's reason. With `--model-info EXPORT` (the served version folder
+or its `assets.extra/pump_keras.json`; TF Serving does not pass it on) it
+warns, as `pump_keras.predict` does, about a model trained on synthetic
+recordings and about clips whose length differs from the training clips'.
+Exit status: 0 when every file was scored, 1 when some
+failed or the server could not be used, 2 for a usage error. The model does all the decoding and
 preprocessing (see `pump_keras.export`), so this module needs only the
-standard library: it runs where TensorFlow is not installed.
+standard library (and NumPy, for `--model-info`): it runs where TensorFlow
+is not installed.
 """
 
 from __future__ import annotations
@@ -21,7 +31,9 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import math
 import os
+import re
 import socket
 import sys
 import urllib.error
@@ -29,6 +41,10 @@ import urllib.request
 from typing import Iterable, List, Sequence
 
 INPUT_NAME = "wav_bytes"
+OUTPUT_NAMES = ("anomaly_score", "is_anomaly", "logit")
+BAD_REQUEST = 400
+# float32 sigmoid in the model against float64 here: they agree far closer than this.
+SCORE_LOGIT_TOLERANCE = 1e-4
 _ERROR_TEXT_LIMIT = 2000
 
 
@@ -50,6 +66,20 @@ def collect_wav_files(paths: Iterable) -> List[str]:
     return found
 
 
+def readable_reason(text: str) -> str:
+    """The reason in a TensorFlow graph error's text (as TF Serving returns it), without node and stack noise."""
+    match = re.search(r"assertion failed: \[(.*?)\]\s*(?:\n|$)", text, re.DOTALL)
+    if match:
+        text = match.group(1)
+    else:
+        lines = [line.strip() for line in text.splitlines()
+                 if line.strip() and not line.startswith(("Graph execution error", "Detected at node",
+                                                          "<stack traces", "\t"))]
+        text = lines[-1] if lines else text
+    text = text.replace("\\'", "'").replace('\\"', '"')
+    return text[len("WAV bytes: "):] if text.startswith("WAV bytes: ") else text
+
+
 def request_body(contents: Sequence[bytes], signature: str = "serving_default") -> bytes:
     """The JSON request for a batch of WAV file contents."""
     instances = [{INPUT_NAME: {"b64": base64.b64encode(data).decode("ascii")}} for data in contents]
@@ -69,15 +99,22 @@ def _server_error_text(body: bytes) -> str:
 
 
 def post_predict(url: str, body: bytes, timeout: float = 60.0) -> dict:
-    """POSTs `body` to `url` and returns the decoded JSON answer; `ServingError` otherwise."""
+    """POSTs `body` to `url` and returns the decoded JSON answer.
+
+    Raises `RequestRefused` when the server answers HTTP 400 (bad input),
+    `ServingError` for any other failure.
+    """
     request = urllib.request.Request(url, data=body, method="POST",
                                      headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             answer = response.read()
     except urllib.error.HTTPError as error:
-        raise ServingError(f"{url} answered HTTP {error.code} {error.reason}: "
-                           f"{_server_error_text(error.read())}") from error
+        text = _server_error_text(error.read())
+        message = f"{url} answered HTTP {error.code} {error.reason}: {text}"
+        if error.code == BAD_REQUEST:
+            raise RequestRefused(message, text) from error
+        raise ServingError(message) from error
     except urllib.error.URLError as error:
         reason = getattr(error.reason, "strerror", None) or error.reason
         raise ServingError(f"cannot reach {url}: {reason} (is TF Serving running there, "
@@ -93,17 +130,81 @@ def post_predict(url: str, body: bytes, timeout: float = 60.0) -> dict:
                            f"{_server_error_text(answer)}") from error
 
 
-def _row(path: str, prediction) -> dict:
-    """One result from one entry of `predictions` (an object, or a bare score)."""
+class RequestRefused(ServingError):
+    """The server refused a request as bad input (HTTP 400, TF Serving's answer to a bad file).
+
+    Attributes:
+        reason: the server's error text.
+    """
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def _number(prediction: dict, name: str) -> float:
+    value = prediction.get(name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} is {value!r}, not a number")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} is {value}, not a finite number")
+    return float(value)
+
+
+def _sigmoid(logit: float) -> float:
+    if logit >= 0:
+        return 1.0 / (1.0 + math.exp(-logit))
+    return math.exp(logit) / (1.0 + math.exp(logit))
+
+
+def validate_prediction(prediction) -> dict:
+    """`anomaly_score`, `is_anomaly` and `logit` of one entry of `predictions`; `ValueError` saying what is wrong.
+
+    The score is a finite probability in [0, 1], `is_anomaly` a JSON
+    boolean (not the string "false", not 0 or 1), the logit a finite number
+    whose sigmoid is the score (the export computes the score that way).
+    """
     if not isinstance(prediction, dict):
-        prediction = {"anomaly_score": prediction}
-    score = prediction.get("anomaly_score")
-    if score is None:
-        raise ServingError(f"the prediction for {path} has no anomaly_score "
-                           f"(outputs: {', '.join(prediction)}); is this a pump_keras model?")
-    return {"path": path, "anomaly_score": float(score),
-            "is_anomaly": None if prediction.get("is_anomaly") is None else bool(prediction["is_anomaly"]),
-            "logit": None if prediction.get("logit") is None else float(prediction["logit"])}
+        raise ValueError(f"expected an object with {', '.join(OUTPUT_NAMES)}, got {prediction!r}"[:200])
+    missing = [name for name in OUTPUT_NAMES if name not in prediction]
+    if missing:
+        raise ValueError(f"it lacks {', '.join(missing)} (outputs: {', '.join(map(str, prediction)) or 'none'}); "
+                         "is this a pump_keras model?")
+    score, logit = _number(prediction, "anomaly_score"), _number(prediction, "logit")
+    if not 0.0 <= score <= 1.0:
+        raise ValueError(f"anomaly_score {score} lies outside [0, 1]")
+    if not isinstance(prediction["is_anomaly"], bool):
+        raise ValueError(f"is_anomaly is {prediction['is_anomaly']!r}, not true or false")
+    if abs(_sigmoid(logit) - score) > SCORE_LOGIT_TOLERANCE:
+        raise ValueError(f"anomaly_score {score} is not the sigmoid of logit {logit}")
+    return {"anomaly_score": score, "is_anomaly": prediction["is_anomaly"], "logit": logit}
+
+
+def _score_contents(url: str, contents: List[bytes], signature: str, timeout: float) -> List[object]:
+    """Per file, its validated outputs or the reason it failed; a refused batch is retried file by file."""
+    try:
+        answer = post_predict(url, request_body(contents, signature), timeout)
+    except RequestRefused as error:
+        if len(contents) == 1:
+            return [f"the server refused it: {readable_reason(error.reason)}"]
+        return [outcome for data in contents for outcome in _score_contents(url, [data], signature, timeout)]
+    predictions = answer.get("predictions") if isinstance(answer, dict) else None
+    if not isinstance(predictions, list) or len(predictions) != len(contents):
+        got = "no 'predictions' list" if not isinstance(predictions, list) else f"{len(predictions)} predictions"
+        raise ServingError(f"{url} sent {got} for {len(contents)} files: {str(answer)[:_ERROR_TEXT_LIMIT]}")
+    outcomes = []
+    for prediction in predictions:
+        try:
+            outcomes.append(validate_prediction(prediction))
+        except ValueError as error:
+            outcomes.append(f"the server's answer is not a valid score: {error}")
+    return outcomes
+
+
+def _row(path: str, outcome) -> dict:
+    if isinstance(outcome, str):
+        return {"path": path, "anomaly_score": None, "is_anomaly": None, "logit": None, "error": outcome}
+    return {"path": path, **outcome, "error": None}
 
 
 def score_files(url: str, paths: Sequence, signature: str = "serving_default",
@@ -111,9 +212,12 @@ def score_files(url: str, paths: Sequence, signature: str = "serving_default",
     """Scores WAV files on the endpoint `url`, `batch_size` files per request.
 
     Returns one dict per file, in order: `path`, `anomaly_score`,
-    `is_anomaly`, `logit`. Raises `ServingError` when the server cannot be
-    reached or refuses a batch (the message names the batch's files and
-    gives the server's error text), and `OSError` for an unreadable file.
+    `is_anomaly`, `logit` (None for a failed file) and `error` (why the file
+    failed, else None). A file that cannot be read, that the server refuses
+    (a refused batch is sent again file by file, so the good files are
+    scored) or whose answer is not a valid score is a failed file. Raises
+    `ServingError` when the server cannot be reached or fails otherwise (the
+    message names the batch's files and gives the server's error text).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
@@ -121,34 +225,37 @@ def score_files(url: str, paths: Sequence, signature: str = "serving_default",
     results = []
     for start in range(0, len(paths), batch_size):
         batch = paths[start:start + batch_size]
-        contents = []
-        for path in batch:
-            with open(path, "rb") as handle:
-                contents.append(handle.read())
-        try:
-            answer = post_predict(url, request_body(contents, signature), timeout)
-        except ServingError as error:
-            names = ", ".join(batch) if len(batch) <= 3 else f"{batch[0]} ... {batch[-1]} ({len(batch)} files)"
-            raise ServingError(f"{error} [batch: {names}]") from error
-        predictions = answer.get("predictions") if isinstance(answer, dict) else None
-        if not isinstance(predictions, list) or len(predictions) != len(batch):
-            got = "no 'predictions' list" if not isinstance(predictions, list) else f"{len(predictions)} predictions"
-            raise ServingError(f"{url} sent {got} for {len(batch)} files: {str(answer)[:_ERROR_TEXT_LIMIT]}")
-        results.extend(_row(path, prediction) for path, prediction in zip(batch, predictions))
+        outcomes, readable = [None] * len(batch), []
+        for i, path in enumerate(batch):
+            try:
+                with open(path, "rb") as handle:
+                    readable.append((i, handle.read()))
+            except OSError as error:
+                outcomes[i] = f"cannot read the file: {error.strerror or error}"
+        if readable:
+            try:
+                scored = _score_contents(url, [data for _, data in readable], signature, timeout)
+            except ServingError as error:
+                names = ", ".join(batch) if len(batch) <= 3 else f"{batch[0]} ... {batch[-1]} ({len(batch)} files)"
+                raise ServingError(f"{error} [batch: {names}]") from error
+            for (i, _), outcome in zip(readable, scored):
+                outcomes[i] = outcome
+        results.extend(_row(path, outcome) for path, outcome in zip(batch, outcomes))
     return results
 
 
 def format_table(results: Sequence[dict]) -> str:
-    """The results as an aligned text table: path, anomaly_score, is_anomaly."""
-    rows = [("path", "anomaly_score", "is_anomaly")]
-    rows += [(r["path"], f"{r['anomaly_score']:.6f}", "" if r["is_anomaly"] is None else str(r["is_anomaly"]))
-             for r in results]
+    """The results as an aligned text table: path, anomaly_score, is_anomaly, error."""
+    rows = [("path", "anomaly_score", "is_anomaly", "error")]
+    rows += [(r["path"], "" if r["anomaly_score"] is None else f"{r['anomaly_score']:.6f}",
+              "" if r["is_anomaly"] is None else str(r["is_anomaly"]), r["error"] or "") for r in results]
     width = max(len(row[0]) for row in rows)
-    return "\n".join(f"{path:<{width}}  {score:>13}  {flag}" for path, score, flag in rows)
+    return "\n".join(f"{path:<{width}}  {score:>13}  {flag:<10}  {error}".rstrip()
+                     for path, score, flag, error in rows)
 
 
 def main(argv=None) -> int:
-    """Runs the CLI; returns the exit status (1: the server failed, 2: usage)."""
+    """Runs the CLI; returns the exit status (0: all scored, 1: some files or the server failed, 2: usage)."""
     parser = argparse.ArgumentParser(prog="python -m pump_keras.serving_client",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="+", metavar="FILES_OR_DIRS",
@@ -158,6 +265,9 @@ def main(argv=None) -> int:
     parser.add_argument("--signature", default="serving_default")
     parser.add_argument("--batch-size", type=int, default=8, help="files per request (default 8)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for each answer")
+    parser.add_argument("--model-info", metavar="EXPORT",
+                        help="the served export (version folder, model folder or its assets.extra/pump_keras.json): "
+                             "warn about a synthetic-data model and clips unlike the training clips' length")
     args = parser.parse_args(argv)
     paths = collect_wav_files(args.paths)
     if not paths:
@@ -166,16 +276,26 @@ def main(argv=None) -> int:
     if args.batch_size < 1:
         print(f"error: --batch-size must be at least 1, got {args.batch_size}", file=sys.stderr)
         return 2
+    if args.model_info:
+        from pump_keras.model_info import ModelInfoError, clip_length_warnings, read_model_info, synthetic_warning
+
+        try:
+            info = read_model_info(args.model_info)
+        except ModelInfoError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        for warning in filter(None, [synthetic_warning(info, args.model_info), *clip_length_warnings(paths, info)]):
+            print(f"warning: {warning}", file=sys.stderr)
     try:
         results = score_files(args.url, paths, args.signature, args.batch_size, args.timeout)
-    except OSError as error:
-        print(f"error: cannot read {error.filename}: {error.strerror}", file=sys.stderr)
-        return 2
     except ServingError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(format_table(results))
-    return 0
+    failed = sum(result["error"] is not None for result in results)
+    anomalous = sum(bool(result["is_anomaly"]) for result in results)
+    print(f"{len(results)} files: {anomalous} anomalous, {failed} failed")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

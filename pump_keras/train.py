@@ -88,6 +88,12 @@ def main(argv=None) -> int:
     else:
         print(f"pump_keras.train: preset {config.preset!r} on {config.data.data_dir} -> {config.run_dir}", flush=True)
 
+    try:
+        check_export(config)
+    except (ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
     from pump_keras.training.loop import TrainingError, train
     from pump_keras.training.run_dir import RunDirError
     from pump_keras.training.setup import InitError
@@ -122,12 +128,26 @@ def _exported(config) -> bool:
     return os.path.exists(os.path.join(config.run_dir, "export.json"))
 
 
+def model_dir(config) -> str:
+    """The folder of the run's exported versions, `export.out_dir/name`."""
+    return os.path.join(config.export.out_dir, config.export.name)
+
+
+def check_export(config) -> None:
+    """Refuses, before training, an export the run could not make at its end (see `check_export_target`)."""
+    if not config.export.enabled or _exported(config):
+        return
+    from pump_keras.export import check_export_target, trains_on_synthetic
+
+    check_export_target(model_dir(config), config.export.version, trains_on_synthetic(config.data))
+
+
 def export_run(config, result) -> str:
     """Exports the run's best model to `export.out_dir/name/version/`; records it in the run directory."""
     from pump_keras.export import export_run as export
     from pump_keras.training.run_dir import RunDirectory
 
-    path = export(config.run_dir, os.path.join(config.export.out_dir, config.export.name), config.export.version)
+    path = export(config.run_dir, model_dir(config), config.export.version, log=lambda line: print(line, flush=True))
     RunDirectory(config.run_dir).write_json("export.json", {"saved_model": os.path.abspath(path)})
     return path
 

@@ -27,6 +27,10 @@ RUN_THRESHOLD = 0.5
 # proves little; a larger head spreads the scores so that a mismatch shows.
 HEAD_SCALE = 1000.0
 
+# The real clips are 10 s at 16 kHz; the tiny model is recorded as trained on such synthetic clips.
+EXPORT_METADATA = {"clip": {"seconds": 10.0, "frames": 160000, "sample_rate": 16000, "length_tolerance": 0.1},
+                   "provenance": {"synthetic": True}}
+
 _TINY_MODEL = {}
 
 
@@ -46,8 +50,10 @@ def tiny_model_files(tmp_path_factory) -> SimpleNamespace:
         head = model.get_layer("logit")
         kernel, bias = head.get_weights()
         head.set_weights([kernel * HEAD_SCALE, bias])
+        log = []
         saved_model = export_saved_model(model, features, str(root / "m"), version=1,
-                                         threshold=EXPORT_THRESHOLD)
+                                         threshold=EXPORT_THRESHOLD, metadata=EXPORT_METADATA,
+                                         log=log.append)
         run_dir = root / "run"
         run_dir.mkdir()
         model.save(run_dir / "best.keras")
@@ -55,7 +61,7 @@ def tiny_model_files(tmp_path_factory) -> SimpleNamespace:
         (run_dir / "threshold.json").write_text(json.dumps({"threshold_probability": RUN_THRESHOLD}))
         _TINY_MODEL["files"] = SimpleNamespace(saved_model=saved_model, model_dir=str(root / "m"),
                                                keras_file=str(run_dir / "best.keras"),
-                                               run_dir=str(run_dir))
+                                               run_dir=str(run_dir), export_log=log)
     return _TINY_MODEL["files"]
 
 
@@ -225,3 +231,62 @@ def test_a_named_pipe_is_listed_as_failed_without_being_opened(tmp_path):
     assert [os.path.basename(r["path"]) for r in results] == ["clip.wav", "pipe.wav"]
     assert results[0]["error"] is None and seen == [b"RIFF"]
     assert results[1]["anomaly_score"] is None and "named pipe (FIFO)" in results[1]["error"]
+
+
+def strict_json(text):
+    """`json.loads` that refuses NaN and Infinity, as strict JSON parsers do."""
+    def refuse(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_a_float_wav_holding_nan_is_a_failed_file_and_the_json_stays_strict(model, clips, tmp_path, capsys):
+    from tests.wav_bytes import make_wav
+
+    samples = np.random.default_rng(1).uniform(-0.1, 0.1, 16000).astype(np.float32)
+    samples[100:200] = np.nan
+    nan_wav = tmp_path / "nan.wav"
+    nan_wav.write_bytes(make_wav(samples, format_tag=3, bits=32))
+    good = clips[0]
+    out = tmp_path / "scores.json"
+    status = predict.main(["--model", model.saved_model, "--out", str(out), good, str(nan_wav)])
+    captured = capsys.readouterr()
+    assert status == 1
+    assert "2 files: " in captured.out and "1 failed" in captured.out
+    nan_line = next(line for line in captured.out.splitlines() if line.startswith(str(nan_wav)))
+    assert "nan" not in nan_line.split()[1:2]  # no score column value of nan
+    document = strict_json(out.read_text())
+    rows = by_path(document["results"])
+    assert rows[good]["error"] is None and 0.0 <= rows[good]["anomaly_score"] <= 1.0
+    failed = rows[str(nan_wav)]
+    assert failed["anomaly_score"] is None and failed["is_anomaly"] is None and failed["logit"] is None
+    assert failed["error"]
+
+
+def test_predict_warns_about_a_synthetic_model_and_a_clip_unlike_the_training_length(model, clips, tmp_path, capsys):
+    short = tmp_path / "short.wav"
+    write_wav(str(short), np.zeros((16000, 1), np.int16), 16000)  # 1 s against 10 s training clips
+    assert predict.main(["--model", model.saved_model, clips[0], str(short)]) == 0
+    err = capsys.readouterr().err
+    assert "trained on SYNTHETIC pump recordings" in err
+    warnings = [line for line in err.splitlines() if "s long, but the model was trained on" in line]
+    assert len(warnings) == 1 and warnings[0].startswith(f"warning: {short} is 1 s long")
+    assert "10 s clips (tolerance 10%)" in warnings[0] and "not supported yet" in warnings[0]
+
+
+def test_the_clip_length_tolerance_is_the_recorded_fraction_of_the_training_length(tmp_path):
+    from pump_keras.config import ExportConfig
+    from pump_keras.model_info import clip_length_warning
+
+    info = {"clip": {"seconds": 2.0, "frames": 32000, "sample_rate": 16000, "length_tolerance": 0.25}}
+    lengths = {"inside_short": 1.5, "inside_long": 2.5, "outside_short": 1.49, "outside_long": 2.51}
+    warned = {}
+    for name, seconds in lengths.items():
+        path = str(tmp_path / f"{name}.wav")
+        write_wav(path, np.zeros((int(round(seconds * 16000)), 1), np.int16), 16000)
+        warned[name] = clip_length_warning(path, info) is not None
+    assert warned == {"inside_short": False, "inside_long": False, "outside_short": True, "outside_long": True}
+    assert clip_length_warning(path, {}) is None  # an export without a recorded length: nothing to compare
+    assert ExportConfig().clip_length_tolerance == 0.1
+    with pytest.raises(ValueError, match="clip_length_tolerance must be >= 0"):
+        ExportConfig(clip_length_tolerance=-0.1)

@@ -117,21 +117,27 @@ def test_the_cli_prints_one_row_per_file(server, capsys):
     paths = [str(path) for path in real_wav_files()[:3]]
     assert serving_client.main([*paths, "--url", server.url, "--batch-size", "2"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["path", "anomaly_score", "is_anomaly"]
-    assert [line.split()[0] for line in lines[1:]] == paths
-    assert all(line.split()[2] in ("True", "False") for line in lines[1:])
+    assert lines[0].split() == ["path", "anomaly_score", "is_anomaly", "error"]
+    assert [line.split()[0] for line in lines[1:-1]] == paths
+    assert all(line.split()[2] in ("True", "False") for line in lines[1:-1])
+    assert lines[-1].startswith("3 files: ") and "0 failed" in lines[-1]
 
 
-def test_a_server_error_is_reported_with_its_text(server, bad_file, capsys):
-    good = str(real_wav_files()[0])
-    with pytest.raises(ServingError) as raised:
-        score_files(server.url, [good, bad_file])
-    message = str(raised.value)
-    assert "HTTP 400" in message and "RIFF/WAVE" in message and bad_file in message
-    with pytest.raises(ServingError, match='HTTP 400.*"nope" not found in signature def'):
-        score_files(server.url, [good], signature="nope")
-    assert serving_client.main([good, bad_file, "--url", server.url]) == 1
-    assert "RIFF/WAVE" in capsys.readouterr().err
+def test_a_bad_file_is_named_and_the_good_files_of_its_batch_are_still_scored(server, bad_file, capsys):
+    good = [str(path) for path in real_wav_files()[:2]]
+    results = score_files(server.url, [good[0], bad_file, good[1]], batch_size=3)
+    assert server.batch_sizes[-4:] == [3, 1, 1, 1]  # the refused batch, then file by file
+    assert [r["path"] for r in results] == [good[0], bad_file, good[1]]
+    assert results[0]["error"] is None and results[2]["error"] is None
+    assert 0.0 <= results[0]["anomaly_score"] <= 1.0 and isinstance(results[2]["is_anomaly"], bool)
+    assert results[1]["anomaly_score"] is None and "RIFF/WAVE" in results[1]["error"]
+    assert serving_client.main([good[0], bad_file, "--url", server.url]) == 1
+    out = capsys.readouterr().out
+    assert "RIFF/WAVE" in next(line for line in out.splitlines() if line.startswith(bad_file))
+    assert float(next(line for line in out.splitlines() if line.startswith(good[0])).split()[1]) >= 0.0
+    assert "2 files: " in out and "1 failed" in out
+    refused = score_files(server.url, [good[0]], signature="nope")
+    assert '"nope" not found in signature def' in refused[0]["error"]
 
 
 def test_connection_refused_is_a_clear_error(capsys, tmp_path):
@@ -151,3 +157,78 @@ def test_request_body_is_tf_servings_row_format():
     body = json.loads(serving_client.request_body([b"RIFF\x00\xff", b""], signature="serving_default"))
     assert body == {"signature_name": "serving_default",
                     "instances": [{"wav_bytes": {"b64": "UklGRgD/"}}, {"wav_bytes": {"b64": ""}}]}
+
+
+class CannedServing(http.server.HTTPServer):
+    """Answers every request with `self.predictions` (a JSON text), whatever was sent."""
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), CannedHandler)
+        self.predictions = "[]"
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.server_port}/v1/models/{MODEL_NAME}:predict"
+
+
+class CannedHandler(StandInHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        body = ('{"predictions": ' + self.server.predictions + "}").encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_every_field_of_an_answer_is_checked(tmp_path):
+    canned = CannedServing()
+    thread = threading.Thread(target=canned.serve_forever, daemon=True)
+    thread.start()
+    try:
+        answers = {
+            "valid": '{"anomaly_score": 0.25, "is_anomaly": false, "logit": -1.0986123}',
+            "string_flag": '{"anomaly_score": 0.25, "is_anomaly": "false", "logit": -1.0986123}',
+            "out_of_range": '{"anomaly_score": 7.5, "is_anomaly": true, "logit": 2.0}',
+            "nan": '{"anomaly_score": NaN, "is_anomaly": false, "logit": NaN}',
+            "string_score": '{"anomaly_score": "0.25", "is_anomaly": false, "logit": -1.0986123}',
+            "mismatch": '{"anomaly_score": 0.9, "is_anomaly": true, "logit": -1.0986123}',
+            "missing": '{"anomaly_score": 0.25}',
+            "bare": '0.25',
+        }
+        canned.predictions = "[" + ", ".join(answers.values()) + "]"
+        paths = []
+        for name in answers:
+            paths.append(str(tmp_path / f"{name}.wav"))
+            open(paths[-1], "wb").write(b"RIFF")
+        results = {r["path"][len(str(tmp_path)) + 1:-4]: r for r in
+                   score_files(canned.url, paths, batch_size=len(paths))}
+        assert results["valid"] == {"path": paths[0], "anomaly_score": 0.25, "is_anomaly": False,
+                                    "logit": -1.0986123, "error": None}
+        reasons = {"string_flag": "is_anomaly is 'false'", "out_of_range": "outside [0, 1]",
+                   "nan": "not a finite number", "string_score": "not a number",
+                   "mismatch": "not the sigmoid", "missing": "lacks is_anomaly, logit", "bare": "expected an object"}
+        for name, reason in reasons.items():
+            assert results[name]["anomaly_score"] is None and results[name]["is_anomaly"] is None, name
+            assert "not a valid score" in results[name]["error"] and reason in results[name]["error"], name
+    finally:
+        canned.shutdown()
+        canned.server_close()
+        thread.join(timeout=10)
+
+
+def test_model_info_makes_the_client_warn_like_predict(server, tmp_path, capsys):
+    from pump_keras.wavfile import write_wav
+
+    short = tmp_path / "short.wav"
+    write_wav(str(short), np.zeros((16000, 1), np.int16), 16000)
+    saved_model = tiny_model_files(None).saved_model
+    good = str(real_wav_files()[0])
+    assert serving_client.main([good, str(short), "--url", server.url, "--model-info", saved_model]) == 0
+    err = capsys.readouterr().err
+    assert "trained on SYNTHETIC pump recordings" in err
+    warnings = [line for line in err.splitlines() if "s long, but the model was trained on" in line]
+    assert len(warnings) == 1 and warnings[0].startswith(f"warning: {short} is 1 s")
+    assert serving_client.main([good, "--url", server.url, "--model-info", str(tmp_path)]) == 2
+    assert "not a pump_keras export" in capsys.readouterr().err
