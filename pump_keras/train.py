@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The CLI's argument parser."""
     parser = argparse.ArgumentParser(prog="python -m pump_keras.train", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--preset", default="quick", help="paper or quick (default: quick)")
+    parser.add_argument("--preset", default="quick", help="paper, paper_pretrain or quick (default: quick)")
     parser.add_argument("--config", help="JSON or YAML file of settings over the preset")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="override one setting (repeatable), e.g. train.epochs=3")

@@ -27,6 +27,15 @@ def test_paper_preset_keeps_the_fixed_input_of_the_paper():
     assert preset("paper").train.optimizer == "sgd"
 
 
+def test_paper_pretrain_preset_pretrains_on_the_minus_6_db_set_as_the_paper_does():
+    # Paper section 2.1: the -6 dB MIMII pump set is the pretraining corpus.
+    pretrain, paper = preset("paper_pretrain"), preset("paper")
+    assert pretrain.data.snr_db == (-6.0,) and paper.data.snr_db is None
+    assert pretrain.preset == "paper_pretrain" and pretrain.run_dir == "runs/paper_pretrain"
+    assert (pretrain.model, pretrain.train, pretrain.features) == (paper.model, paper.train, paper.features)
+    assert load_config("paper_pretrain", overrides=["data.data_dir=/data/mimii"]).data.snr_db == (-6.0,)
+
+
 def test_quick_preset_is_cpu_sized_on_default_strength_faults():
     config = preset("quick")
     pixels = config.features.image_shape[0] * config.features.image_shape[1]
@@ -40,7 +49,7 @@ def test_presets_are_fresh_copies():
     first = preset("quick")
     first.train.epochs = 1
     assert preset("quick").train.epochs != 1
-    assert set(PRESETS) == {"paper", "quick"}
+    assert set(PRESETS) == {"paper", "paper_pretrain", "quick"}
 
 
 def test_file_then_overrides(tmp_path):
@@ -66,7 +75,7 @@ def test_json_round_trip():
 
 
 @pytest.mark.parametrize("arguments, message", [
-    (("fast", None, []), "Unknown preset 'fast'; available: paper, quick"),
+    (("fast", None, []), "Unknown preset 'fast'; available: paper, paper_pretrain, quick"),
     (("quick", None, ["train.epoch=3"]), "Unknown option train.epoch"),
     (("quick", None, ["trainer.epochs=3"]), "Unknown option trainer"),
     (("quick", None, ["train.epochs=three"]), "train.epochs must be int"),
