@@ -106,3 +106,20 @@ def test_override_values_are_yaml():
     assert parse_override("data.snr_db=[-6, 0]") == (("data", "snr_db"), [-6, 0])
     assert parse_override("train.init_from=") == (("train", "init_from"), None)
     assert to_dict(load_config("quick", overrides=["train.learning_rate=1"]))["train"]["learning_rate"] == 1.0
+
+
+def test_train_keeps_the_run_dir_of_its_config_file(tmp_path):
+    from pump_keras.train import build_parser, resolve_config
+
+    def resolved(*argv):
+        return resolve_config(build_parser().parse_args(list(argv)))
+
+    settings = tmp_path / "settings.yaml"
+    settings.write_text("run_dir: runs/mine\ntrain:\n  epochs: 7\n")
+    assert resolved("--config", str(settings)).run_dir == "runs/mine"
+    assert resolved("--config", str(settings), "--run-dir", "runs/flag").run_dir == "runs/flag"
+    assert resolved("--config", str(settings), "--set", "run_dir=runs/set").run_dir == "runs/set"
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps({"train": {"epochs": 7}}))
+    assert resolved("--config", str(plain)).run_dir == "runs/quick"
+    assert resolved("--preset", "paper", "--config", str(plain)).run_dir == "runs/paper"
