@@ -10,7 +10,9 @@ and its values). `tables` is the paper's three: Table 4 (backbones), Table 5
 trains K seeds (`train.seed` = 0..K-1; the split stays fixed, so the spread
 is the training's) as ordinary runs under `OUT/TABLE/CELL/seed-K`, so an
 interrupted grid resumes where it stopped and finished cells are not
-retrained. Writes `OUT/results.md` (mean +- std over seeds of test
+retrained (a cell holding a run of other settings is refused). Synthetic
+recordings are made once in `OUT/synthetic`; other synthetic settings on the
+same `OUT` are refused. Writes `OUT/results.md` (mean +- std over seeds of test
 accuracy, AUC, pAUC, balanced accuracy and F1, beside parameters and FLOPs)
 and `OUT/results.json`.
 """
@@ -28,6 +30,7 @@ from typing import Dict, List, Sequence, Tuple
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 METRICS = ("accuracy", "auc", "pauc", "balanced_accuracy", "f1")
+SYNTHETIC_MARKER = "synthetic.json"
 Axis = Tuple[str, Tuple[str, ...]]
 
 # The paper's tables as axes over the run config (values are YAML scalars).
@@ -84,33 +87,58 @@ def run_cell(base_overrides: List[str], overrides: List[str], preset: str, confi
 
     from pump_keras.config_io import load_config
     from pump_keras.training.loop import train
+    from pump_keras.training.run_dir import RunDirectory
 
-    metrics_path = os.path.join(run_dir, "metrics.json")
-    if os.path.exists(metrics_path):
-        with open(metrics_path, encoding="utf-8") as handle:
-            return json.load(handle)["test"]
     config = load_config(preset, config_path, [*base_overrides, *overrides, f"train.seed={seed}",
                                                f"run_dir={run_dir}", "export.enabled=false"])
+    metrics_path = os.path.join(run_dir, "metrics.json")
+    if os.path.exists(metrics_path):
+        RunDirectory(run_dir).check(config)  # a finished run of other settings is not this cell
+        with open(metrics_path, encoding="utf-8") as handle:
+            return json.load(handle)["test"]
     keras.backend.clear_session()
     return train(config, log=log).metrics["test"]
+
+
+def synthetic_recordings(data_dir: str, settings) -> str:
+    """`data_dir` holding the synthetic recordings of `settings` (a `SyntheticConfig`), made once.
+
+    The settings are recorded in `synthetic.json`; a folder made with other
+    settings is refused (the grid's finished cells were trained on it), naming
+    the differences, and nothing in it is changed.
+    """
+    from pump_keras.config import to_dict
+    from pump_keras.data.synthetic import generate_dataset
+    from pump_keras.wavfile import atomic_write_bytes
+
+    marker = os.path.join(data_dir, SYNTHETIC_MARKER)
+    requested = json.loads(json.dumps(to_dict(settings)))
+    if os.path.exists(marker):
+        with open(marker, encoding="utf-8") as handle:
+            saved = json.load(handle)
+        differences = [f"synthetic.{key}: {saved.get(key)!r} -> {requested.get(key)!r}"
+                       for key in sorted(set(saved) | set(requested)) if saved.get(key) != requested.get(key)]
+        if differences:
+            raise ValueError(
+                f"{data_dir} holds recordings made with other synthetic settings; nothing was changed. "
+                "Differences (saved -> requested): " + "; ".join(differences)
+                + ". Use another --out, or the saved settings to resume.")
+        return data_dir
+    generate_dataset(data_dir, settings)
+    atomic_write_bytes(marker, json.dumps(requested).encode())
+    return data_dir
 
 
 def run_grid(tables: Dict[str, List[Axis]], seeds: int, out_dir: str, preset: str = "quick",
              config_path=None, overrides: Sequence[str] = (), log=print) -> dict:
     """Runs every cell of every table for `seeds` seeds; writes and returns the results."""
-    from pump_keras.config import to_dict
     from pump_keras.config_io import load_config
-    from pump_keras.data.synthetic import generate_dataset
     from pump_keras.wavfile import atomic_write_bytes
 
     base = list(overrides)
     config = load_config(preset, config_path, base)
     if config.data.data_dir is None:
-        data_dir = os.path.join(out_dir, "synthetic")
-        marker = os.path.join(data_dir, "synthetic.json")
-        if not os.path.exists(marker):
-            generate_dataset(data_dir, config.synthetic)
-            atomic_write_bytes(marker, json.dumps(to_dict(config.synthetic)).encode())
+        data_dir = synthetic_recordings(os.path.join(out_dir, "synthetic"), config.synthetic)
         base.append(f"data.data_dir={data_dir}")
         log(f"Ablation on SYNTHETIC recordings in {data_dir} (a demonstration, not real data).")
     results = {}

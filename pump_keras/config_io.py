@@ -201,5 +201,5 @@ def config_to_json(config: RunConfig) -> str:
     return json.dumps(to_dict(config), indent=2) + "\n"
 
 
-__all__ = ["ConfigError", "PRESETS", "preset", "paper_preset", "paper_pretrain_preset", "quick_preset", "load_config",
-           "read_config_file", "parse_override", "from_dict", "config_from_json", "config_to_json"]
+__all__ = ["ConfigError", "PRESETS", "preset", "paper_preset", "paper_pretrain_preset", "quick_preset",
+           "load_config", "read_config_file", "parse_override", "from_dict", "config_from_json", "config_to_json"]

@@ -70,3 +70,37 @@ def test_grid_definitions_and_helpers():
                                                             ("2+x", ["a.b=2", "c.d=x"])]
     assert mean_std([0.5, 0.7]) == "0.600 +- 0.141" and mean_std([0.5]) == "0.500"
     assert mean_std([float("nan")]) == "n/a"
+
+
+TINY_SYNTHETIC = ["synthetic.clips_per_class=1", "synthetic.abnormal_clips_per_id=1", "synthetic.seconds=0.25",
+                  "synthetic.machine_ids=[0]", "synthetic.channels=1"]
+
+
+def test_synthetic_recordings_of_other_settings_are_refused(tmp_path):
+    from pump_keras.ablate import run_grid
+
+    out = tmp_path / "ablate"
+    run_grid({}, 1, str(out), overrides=TINY_SYNTHETIC, log=lambda message: None)
+    clip = next((out / "synthetic").rglob("*.wav"))
+    before = clip.stat().st_mtime_ns
+    run_grid({}, 1, str(out), overrides=TINY_SYNTHETIC, log=lambda message: None)  # same settings: reused
+    assert clip.stat().st_mtime_ns == before
+    with pytest.raises(ValueError, match=r"other synthetic settings.*clips_per_class: 1 -> 2.*--out"):
+        run_grid({}, 1, str(out), overrides=[*TINY_SYNTHETIC, "synthetic.clips_per_class=2"],
+                 log=lambda message: None)
+    assert clip.stat().st_mtime_ns == before and len(list((out / "synthetic").rglob("*.wav"))) == 2
+
+
+def test_a_finished_cell_of_another_config_is_not_read_back(tmp_path):
+    from pump_keras.ablate import run_grid
+    from pump_keras.config_io import config_to_json, load_config
+
+    out = tmp_path / "ablate"
+    cell = out / "custom" / "mel" / "seed-0"
+    cell.mkdir(parents=True)
+    old = load_config("quick", overrides=[*TINY_SYNTHETIC, "train.epochs=5"])
+    (cell / "config.json").write_text(config_to_json(old))
+    (cell / "metrics.json").write_text(json.dumps({"test": {"accuracy": 1.0}}))
+    with pytest.raises(ValueError, match=r"another config.*train.epochs: 5 -> 1"):
+        run_grid({"custom": [("features.kind", ("mel",))]}, 1, str(out),
+                 overrides=[*TINY_SYNTHETIC, "train.epochs=1"], log=lambda message: None)
