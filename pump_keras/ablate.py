@@ -5,8 +5,11 @@
     python -m pump_keras.ablate --axis model.attention=se,improved_cbam --axis features.kind=spectrogram,mel
 
 A grid is one or more tables; a table is the product of its axes (a setting
-and its values). `tables` is the paper's three: Table 4 (backbones), Table 5
-(attention modules in EfficientNetV2-S) and Table 6 (features). Every cell
+and its values). `tables` is the paper's three: Table 4 (backbones: every
+model of the table and of its text), Table 5 (attention modules in
+EfficientNetV2-S) and Table 6 (features). In a backbone's cells, model
+settings it does not take (the quick preset's scaling of the paper's network)
+go back to their defaults. Every cell
 trains K seeds (`train.seed` = 0..K-1; the split stays fixed, so the spread
 is the training's) as ordinary runs under `OUT/TABLE/CELL/seed-K`, so an
 interrupted grid resumes where it stopped and finished cells are not
@@ -20,6 +23,7 @@ and `OUT/results.json`.
 from __future__ import annotations
 
 import argparse
+import inspect
 import itertools
 import json
 import os
@@ -35,8 +39,10 @@ Axis = Tuple[str, Tuple[str, ...]]
 
 # The paper's tables as axes over the run config (values are YAML scalars).
 TABLES: Dict[str, List[Axis]] = {
-    "backbones": [("model.name", ("efficientnet_b0", "resnet50", "mobilevit", "efficientnetv2s_keras",
-                                  "efficientnetv2_s"))],
+    # Table 4 (EfficientNet B0-B7, printed "V0-V7"; MobileViT; Keras' EfficientNetV2-S; ours) and the
+    # models its text adds (CNN, ResNet50, Conformer).
+    "backbones": [("model.name", (*(f"efficientnet_b{i}" for i in range(8)), "mobilevit", "plain_cnn", "resnet50",
+                                  "conformer", "efficientnetv2s_keras", "efficientnetv2_s"))],
     "attentions": [("model.attention", ("se", "cbam", "simam", "eca", "nam", "soca", "improved_cbam"))],
     "features": [("features.kind", ("spectrogram", "mel", "log_frequency", "linear_frequency"))],
 }
@@ -78,6 +84,29 @@ def model_cost(run_dir: str) -> Dict[str, float]:
 
     model = load_model(os.path.join(run_dir, "best.keras"))
     return {"params": model.count_params(), "gflops": count_flops(model) / 1e9}
+
+
+def cell_config(preset: str, config_path, base_overrides: Sequence[str], overrides: Sequence[str]):
+    """A cell's `RunConfig`, and the overrides that reset model settings its model does not take.
+
+    The preset's settings of the paper's network (the `quick` preset's width,
+    depth and stochastic depth) are no options of the other backbones; in
+    their cells those settings go back to their defaults, as
+    `model.FIELD=VALUE` overrides (listed with the cell's results).
+    """
+    from pump_keras.config import ModelConfig
+    from pump_keras.config_io import load_config
+    from pump_keras.models import registry
+    from pump_keras.training.setup import MODEL_FIELDS
+
+    config = load_config(preset, config_path, [*base_overrides, *overrides])
+    accepted = inspect.signature(registry.builder(config.model.name)).parameters
+    defaults = ModelConfig()
+    resets = [f"model.{name}={json.dumps(getattr(defaults, name))}" for name in MODEL_FIELDS
+              if name not in accepted and getattr(config.model, name) != getattr(defaults, name)]
+    if resets:
+        config = load_config(preset, config_path, [*base_overrides, *overrides, *resets])
+    return config, resets
 
 
 def run_cell(base_overrides: List[str], overrides: List[str], preset: str, config_path, run_dir: str,
@@ -145,6 +174,7 @@ def run_grid(tables: Dict[str, List[Axis]], seeds: int, out_dir: str, preset: st
     for table, axes in tables.items():
         rows = {}
         for name, cell_overrides in cells(axes):
+            cell_overrides = cell_overrides + cell_config(preset, config_path, base, cell_overrides)[1]
             per_seed = []
             for seed in range(seeds):
                 run_dir = os.path.join(out_dir, table, name, f"seed-{seed}")

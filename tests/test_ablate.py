@@ -104,3 +104,32 @@ def test_a_finished_cell_of_another_config_is_not_read_back(tmp_path):
     with pytest.raises(ValueError, match=r"another config.*train.epochs: 5 -> 1"):
         run_grid({"custom": [("features.kind", ("mel",))]}, 1, str(out),
                  overrides=[*TINY_SYNTHETIC, "train.epochs=1"], log=lambda message: None)
+
+
+def test_backbones_table_is_the_papers_table_4_and_its_text():
+    from pump_keras.models import available_models
+
+    backbones = TABLES["backbones"][0][1]
+    assert TABLES["backbones"][0][0] == "model.name"
+    assert [f"efficientnet_b{i}" for i in range(8)] == [name for name in backbones if name.startswith("efficientnet_b")]
+    assert {"efficientnetv2_s", "efficientnetv2s_keras", "mobilevit", "plain_cnn", "resnet50", "conformer"} < set(
+        backbones)
+    assert set(backbones) <= set(available_models()) and backbones[-1] == "efficientnetv2_s"
+
+
+@pytest.mark.parametrize("preset", ["quick", "paper"])
+def test_every_cell_of_the_tables_grid_makes_a_buildable_config(preset):
+    # Only the builders' options are checked: building B7 (or training it) is not a unit test.
+    from pump_keras.ablate import cell_config
+    from pump_keras.training.setup import model_options
+
+    for table in GRIDS["tables"]:
+        for name, overrides in cells(TABLES[table]):
+            config, resets = cell_config(preset, None, [], overrides)
+            options = model_options(config.model, config.features.input_shape)
+            assert options["input_shape"] == config.features.input_shape, (table, name)
+            if table != "backbones" or name.startswith("efficientnetv2_s"):
+                assert resets == [], (table, name)
+    config, resets = cell_config("quick", None, [], ["model.name=efficientnet_b7"])
+    assert resets == ["model.width_multiplier=1.0", "model.depth_multiplier=1.0", "model.drop_connect_rate=0.2"]
+    assert (config.model.width_multiplier, config.features.image_shape) == (1.0, (128, 32))
