@@ -8,16 +8,17 @@ A grid is one or more tables; a table is the product of its axes (a setting
 and its values). `tables` is the paper's three: Table 4 (backbones: every
 model of the table and of its text), Table 5 (attention modules in
 EfficientNetV2-S) and Table 6 (features). In a backbone's cells, model
-settings it does not take (the quick preset's scaling of the paper's network)
-go back to their defaults. Every cell
-trains K seeds (`train.seed` = 0..K-1; the split stays fixed, so the spread
-is the training's) as ordinary runs under `OUT/TABLE/CELL/seed-K`, so an
-interrupted grid resumes where it stopped and finished cells are not
+settings it does not take (the quick preset's scaling of the paper's
+network) go back to their defaults.
+
+Every cell trains K seeds (`train.seed` = 0..K-1; the split stays fixed, so
+the spread is the training's) as ordinary runs under `OUT/TABLE/CELL/seed-K`,
+so an interrupted grid resumes where it stopped and finished cells are not
 retrained (a cell holding a run of other settings is refused). Synthetic
 recordings are made once in `OUT/synthetic`; other synthetic settings on the
-same `OUT` are refused. Writes `OUT/results.md` (mean +- std over seeds of test
-accuracy, AUC, pAUC, balanced accuracy and F1, beside parameters and FLOPs)
-and `OUT/results.json`.
+same `OUT` are refused. Writes `OUT/results.md` (mean +- std over seeds of
+test accuracy, AUC, pAUC, balanced accuracy and F1, beside parameters and
+FLOPs) and `OUT/results.json`.
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ itself on a small CPU (30 s for EfficientNetB7), and the functional build has
 already traced every layer symbolically. `test_registry_under_jax_backend`
 reruns the check under JAX (jit-compiled step) in a subprocess. The zoo's own
 pieces (patch unfold/fold, caffe preprocessing, MobileViT sizes, option
-checks) have short tests at the end.
+checks) and the Conformer's (relative-position attention, size) have short
+tests at the end.
 """
 
 import os
