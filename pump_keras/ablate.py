@@ -5,19 +5,26 @@
     python -m pump_keras.ablate --axis model.attention=se,improved_cbam --axis features.kind=spectrogram,mel
 
 A grid is one or more tables; a table is the product of its axes (a setting
-and its values). `tables` is the paper's three: Table 4 (backbones), Table 5
-(attention modules in EfficientNetV2-S) and Table 6 (features). Every cell
-trains K seeds (`train.seed` = 0..K-1; the split stays fixed, so the spread
-is the training's) as ordinary runs under `OUT/TABLE/CELL/seed-K`, so an
-interrupted grid resumes where it stopped and finished cells are not
-retrained. Writes `OUT/results.md` (mean +- std over seeds of test
-accuracy, AUC, pAUC, balanced accuracy and F1, beside parameters and FLOPs)
-and `OUT/results.json`.
+and its values). `tables` is the paper's three: Table 4 (backbones: every
+model of the table and of its text), Table 5 (attention modules in
+EfficientNetV2-S) and Table 6 (features). In a backbone's cells, model
+settings it does not take (the quick preset's scaling of the paper's
+network) go back to their defaults.
+
+Every cell trains K seeds (`train.seed` = 0..K-1; the split stays fixed, so
+the spread is the training's) as ordinary runs under `OUT/TABLE/CELL/seed-K`,
+so an interrupted grid resumes where it stopped and finished cells are not
+retrained (a cell holding a run of other settings is refused). Synthetic
+recordings are made once in `OUT/synthetic`; other synthetic settings on the
+same `OUT` are refused. Writes `OUT/results.md` (mean +- std over seeds of
+test accuracy, AUC, pAUC, balanced accuracy and F1, beside parameters and
+FLOPs) and `OUT/results.json`.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import itertools
 import json
 import os
@@ -28,12 +35,15 @@ from typing import Dict, List, Sequence, Tuple
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 METRICS = ("accuracy", "auc", "pauc", "balanced_accuracy", "f1")
+SYNTHETIC_MARKER = "synthetic.json"
 Axis = Tuple[str, Tuple[str, ...]]
 
 # The paper's tables as axes over the run config (values are YAML scalars).
 TABLES: Dict[str, List[Axis]] = {
-    "backbones": [("model.name", ("efficientnet_b0", "resnet50", "mobilevit", "efficientnetv2s_keras",
-                                  "efficientnetv2_s"))],
+    # Table 4 (EfficientNet B0-B7, printed "V0-V7"; MobileViT; Keras' EfficientNetV2-S; ours) and the
+    # models its text adds (CNN, ResNet50, Conformer).
+    "backbones": [("model.name", (*(f"efficientnet_b{i}" for i in range(8)), "mobilevit", "plain_cnn", "resnet50",
+                                  "conformer", "efficientnetv2s_keras", "efficientnetv2_s"))],
     "attentions": [("model.attention", ("se", "cbam", "simam", "eca", "nam", "soca", "improved_cbam"))],
     "features": [("features.kind", ("spectrogram", "mel", "log_frequency", "linear_frequency"))],
 }
@@ -77,6 +87,29 @@ def model_cost(run_dir: str) -> Dict[str, float]:
     return {"params": model.count_params(), "gflops": count_flops(model) / 1e9}
 
 
+def cell_config(preset: str, config_path, base_overrides: Sequence[str], overrides: Sequence[str]):
+    """A cell's `RunConfig`, and the overrides that reset model settings its model does not take.
+
+    The preset's settings of the paper's network (the `quick` preset's width,
+    depth and stochastic depth) are no options of the other backbones; in
+    their cells those settings go back to their defaults, as
+    `model.FIELD=VALUE` overrides (listed with the cell's results).
+    """
+    from pump_keras.config import ModelConfig
+    from pump_keras.config_io import load_config
+    from pump_keras.models import registry
+    from pump_keras.training.setup import MODEL_FIELDS
+
+    config = load_config(preset, config_path, [*base_overrides, *overrides])
+    accepted = inspect.signature(registry.builder(config.model.name)).parameters
+    defaults = ModelConfig()
+    resets = [f"model.{name}={json.dumps(getattr(defaults, name))}" for name in MODEL_FIELDS
+              if name not in accepted and getattr(config.model, name) != getattr(defaults, name)]
+    if resets:
+        config = load_config(preset, config_path, [*base_overrides, *overrides, *resets])
+    return config, resets
+
+
 def run_cell(base_overrides: List[str], overrides: List[str], preset: str, config_path, run_dir: str,
              seed: int, log) -> dict:
     """Trains (or resumes, or reads) one seed of one cell; returns its test metrics."""
@@ -84,39 +117,65 @@ def run_cell(base_overrides: List[str], overrides: List[str], preset: str, confi
 
     from pump_keras.config_io import load_config
     from pump_keras.training.loop import train
+    from pump_keras.training.run_dir import RunDirectory
 
-    metrics_path = os.path.join(run_dir, "metrics.json")
-    if os.path.exists(metrics_path):
-        with open(metrics_path, encoding="utf-8") as handle:
-            return json.load(handle)["test"]
     config = load_config(preset, config_path, [*base_overrides, *overrides, f"train.seed={seed}",
                                                f"run_dir={run_dir}", "export.enabled=false"])
+    metrics_path = os.path.join(run_dir, "metrics.json")
+    if os.path.exists(metrics_path):
+        RunDirectory(run_dir).check(config)  # a finished run of other settings is not this cell
+        with open(metrics_path, encoding="utf-8") as handle:
+            return json.load(handle)["test"]
     keras.backend.clear_session()
     return train(config, log=log).metrics["test"]
+
+
+def synthetic_recordings(data_dir: str, settings) -> str:
+    """`data_dir` holding the synthetic recordings of `settings` (a `SyntheticConfig`), made once.
+
+    The settings are recorded in `synthetic.json`; a folder made with other
+    settings is refused (the grid's finished cells were trained on it), naming
+    the differences, and nothing in it is changed.
+    """
+    from pump_keras.config import to_dict
+    from pump_keras.data.synthetic import generate_dataset
+    from pump_keras.wavfile import atomic_write_bytes
+
+    marker = os.path.join(data_dir, SYNTHETIC_MARKER)
+    requested = json.loads(json.dumps(to_dict(settings)))
+    if os.path.exists(marker):
+        with open(marker, encoding="utf-8") as handle:
+            saved = json.load(handle)
+        differences = [f"synthetic.{key}: {saved.get(key)!r} -> {requested.get(key)!r}"
+                       for key in sorted(set(saved) | set(requested)) if saved.get(key) != requested.get(key)]
+        if differences:
+            raise ValueError(
+                f"{data_dir} holds recordings made with other synthetic settings; nothing was changed. "
+                "Differences (saved -> requested): " + "; ".join(differences)
+                + ". Use another --out, or the saved settings to resume.")
+        return data_dir
+    generate_dataset(data_dir, settings)
+    atomic_write_bytes(marker, json.dumps(requested).encode())
+    return data_dir
 
 
 def run_grid(tables: Dict[str, List[Axis]], seeds: int, out_dir: str, preset: str = "quick",
              config_path=None, overrides: Sequence[str] = (), log=print) -> dict:
     """Runs every cell of every table for `seeds` seeds; writes and returns the results."""
-    from pump_keras.config import to_dict
     from pump_keras.config_io import load_config
-    from pump_keras.data.synthetic import generate_dataset
     from pump_keras.wavfile import atomic_write_bytes
 
     base = list(overrides)
     config = load_config(preset, config_path, base)
     if config.data.data_dir is None:
-        data_dir = os.path.join(out_dir, "synthetic")
-        marker = os.path.join(data_dir, "synthetic.json")
-        if not os.path.exists(marker):
-            generate_dataset(data_dir, config.synthetic)
-            atomic_write_bytes(marker, json.dumps(to_dict(config.synthetic)).encode())
+        data_dir = synthetic_recordings(os.path.join(out_dir, "synthetic"), config.synthetic)
         base.append(f"data.data_dir={data_dir}")
         log(f"Ablation on SYNTHETIC recordings in {data_dir} (a demonstration, not real data).")
     results = {}
     for table, axes in tables.items():
         rows = {}
         for name, cell_overrides in cells(axes):
+            cell_overrides = cell_overrides + cell_config(preset, config_path, base, cell_overrides)[1]
             per_seed = []
             for seed in range(seeds):
                 run_dir = os.path.join(out_dir, table, name, f"seed-{seed}")

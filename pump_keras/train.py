@@ -6,9 +6,10 @@
 
 Settings come from a preset, then a JSON/YAML file (`--config`), then the
 flags and `--set section.field=value` overrides, in that order; the
-resolved config is written to the run directory. Rerunning the same command
-resumes an interrupted run from its last completed epoch; a run directory
-holding another config is refused.
+resolved config is written to the run directory (`runs/PRESET` unless
+`--run-dir`, `--set run_dir=...` or the `--config` file names one).
+Rerunning the same command resumes an interrupted run from its last
+completed epoch; a run directory holding another config is refused.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The CLI's argument parser."""
     parser = argparse.ArgumentParser(prog="python -m pump_keras.train", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--preset", default="quick", help="paper or quick (default: quick)")
+    parser.add_argument("--preset", default="quick", help="paper, paper_pretrain or quick (default: quick)")
     parser.add_argument("--config", help="JSON or YAML file of settings over the preset")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="override one setting (repeatable), e.g. train.epochs=3")
@@ -65,11 +66,20 @@ def resolve_config(args):
     if args.no_export:
         overrides.append("export.enabled=false")
     config = load_config(args.preset, args.config, overrides)
-    if args.run_dir is None and not any(o.startswith("run_dir=") for o in args.set):
+    if not _run_dir_given(args):
         from pump_keras.config import replace
 
         config = replace(config, run_dir=os.path.join("runs", config.preset))
     return config
+
+
+def _run_dir_given(args) -> bool:
+    """Whether `--run-dir`, a `--set run_dir=...` or the `--config` file names the run directory."""
+    from pump_keras.config_io import read_config_file
+
+    if args.run_dir is not None or any(o.strip().startswith("run_dir=") for o in args.set):
+        return True
+    return bool(args.config) and "run_dir" in read_config_file(args.config)
 
 
 def main(argv=None) -> int:

@@ -36,7 +36,7 @@ SMALL_INPUT_SHAPE = (64, 64, 3)
 # Applied only where the builder's signature accepts them.
 CHEAP_OPTIONS = {"width_multiplier": 0.25, "depth_multiplier": 0.25}
 # Entries that need more than the defaults above at test time.
-ENTRY_OPTIONS = {}
+ENTRY_OPTIONS = {"conformer": {"d_model": 16, "num_blocks": 1, "num_heads": 2, "kernel_size": 3}}
 
 
 def small_options(name, builder):

@@ -70,3 +70,66 @@ def test_grid_definitions_and_helpers():
                                                             ("2+x", ["a.b=2", "c.d=x"])]
     assert mean_std([0.5, 0.7]) == "0.600 +- 0.141" and mean_std([0.5]) == "0.500"
     assert mean_std([float("nan")]) == "n/a"
+
+
+TINY_SYNTHETIC = ["synthetic.clips_per_class=1", "synthetic.abnormal_clips_per_id=1", "synthetic.seconds=0.25",
+                  "synthetic.machine_ids=[0]", "synthetic.channels=1"]
+
+
+def test_synthetic_recordings_of_other_settings_are_refused(tmp_path):
+    from pump_keras.ablate import run_grid
+
+    out = tmp_path / "ablate"
+    run_grid({}, 1, str(out), overrides=TINY_SYNTHETIC, log=lambda message: None)
+    clip = next((out / "synthetic").rglob("*.wav"))
+    before = clip.stat().st_mtime_ns
+    run_grid({}, 1, str(out), overrides=TINY_SYNTHETIC, log=lambda message: None)  # same settings: reused
+    assert clip.stat().st_mtime_ns == before
+    with pytest.raises(ValueError, match=r"other synthetic settings.*clips_per_class: 1 -> 2.*--out"):
+        run_grid({}, 1, str(out), overrides=[*TINY_SYNTHETIC, "synthetic.clips_per_class=2"],
+                 log=lambda message: None)
+    assert clip.stat().st_mtime_ns == before and len(list((out / "synthetic").rglob("*.wav"))) == 2
+
+
+def test_a_finished_cell_of_another_config_is_not_read_back(tmp_path):
+    from pump_keras.ablate import run_grid
+    from pump_keras.config_io import config_to_json, load_config
+
+    out = tmp_path / "ablate"
+    cell = out / "custom" / "mel" / "seed-0"
+    cell.mkdir(parents=True)
+    old = load_config("quick", overrides=[*TINY_SYNTHETIC, "train.epochs=5"])
+    (cell / "config.json").write_text(config_to_json(old))
+    (cell / "metrics.json").write_text(json.dumps({"test": {"accuracy": 1.0}}))
+    with pytest.raises(ValueError, match=r"another config.*train.epochs: 5 -> 1"):
+        run_grid({"custom": [("features.kind", ("mel",))]}, 1, str(out),
+                 overrides=[*TINY_SYNTHETIC, "train.epochs=1"], log=lambda message: None)
+
+
+def test_backbones_table_is_the_papers_table_4_and_its_text():
+    from pump_keras.models import available_models
+
+    backbones = TABLES["backbones"][0][1]
+    assert TABLES["backbones"][0][0] == "model.name"
+    assert [f"efficientnet_b{i}" for i in range(8)] == [name for name in backbones if name.startswith("efficientnet_b")]
+    assert {"efficientnetv2_s", "efficientnetv2s_keras", "mobilevit", "plain_cnn", "resnet50", "conformer"} < set(
+        backbones)
+    assert set(backbones) <= set(available_models()) and backbones[-1] == "efficientnetv2_s"
+
+
+@pytest.mark.parametrize("preset", ["quick", "paper"])
+def test_every_cell_of_the_tables_grid_makes_a_buildable_config(preset):
+    # Only the builders' options are checked: building B7 (or training it) is not a unit test.
+    from pump_keras.ablate import cell_config
+    from pump_keras.training.setup import model_options
+
+    for table in GRIDS["tables"]:
+        for name, overrides in cells(TABLES[table]):
+            config, resets = cell_config(preset, None, [], overrides)
+            options = model_options(config.model, config.features.input_shape)
+            assert options["input_shape"] == config.features.input_shape, (table, name)
+            if table != "backbones" or name.startswith("efficientnetv2_s"):
+                assert resets == [], (table, name)
+    config, resets = cell_config("quick", None, [], ["model.name=efficientnet_b7"])
+    assert resets == ["model.width_multiplier=1.0", "model.depth_multiplier=1.0", "model.drop_connect_rate=0.2"]
+    assert (config.model.width_multiplier, config.features.image_shape) == (1.0, (128, 32))

@@ -23,6 +23,7 @@ from pump_keras.layers.attention import (
     second_order_pool,
     soca_pooling_flops,
 )
+from tests.conftest import REPO_ROOT
 
 CHANNELS = 32
 SHAPE = (2, 5, 6, CHANNELS)
@@ -196,7 +197,7 @@ def test_improved_cbam_is_channel_attention_then_simam(mapping):
     x = features()
     layer = built("improved_cbam", x, mapping=mapping)
     simam = reference_simam if mapping == "sigmoid" else reference_simam_paper
-    expected = simam(reference_channel_attention(x.astype(np.float64), as64(layer)))
+    expected = simam(reference_channel_attention(x.astype(np.float64), as64(layer)), layer.lambda_)
     np.testing.assert_allclose(layer(x), expected, atol=ATOL)
 
 
@@ -261,6 +262,19 @@ def test_simam_paper_mapping_uses_the_other_neurons():
     x = features((1, 3, 4, 3))
     layer = SimAM(mapping="paper", lambda_=0.5)
     np.testing.assert_allclose(layer(x), reference_simam_paper(x.astype(np.float64), 0.5), atol=ATOL)
+
+
+def test_simam_lambda_defaults_to_the_paper_value_under_the_paper_mapping():
+    # Eq. (1)'s lambda is "a small constant, such as 1" in the pump paper; 1e-4 is SimAM's own.
+    x = features((1, 3, 4, 3))
+    assert attention.SIMAM_DEFAULT_LAMBDA == {"sigmoid": 1e-4, "paper": 1.0}
+    for cls in (SimAM, ImprovedCBAM):
+        assert cls(mapping="paper").lambda_ == 1.0 and cls().lambda_ == 1e-4
+        assert cls(mapping="paper", lambda_=0.5).lambda_ == 0.5
+    np.testing.assert_allclose(SimAM(mapping="paper")(x), reference_simam_paper(x.astype(np.float64), 1.0),
+                               atol=ATOL)
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    assert '`mapping="paper"` (lambda 1' in readme
 
 
 def test_simam_on_a_single_position_is_finite():

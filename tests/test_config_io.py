@@ -27,6 +27,15 @@ def test_paper_preset_keeps_the_fixed_input_of_the_paper():
     assert preset("paper").train.optimizer == "sgd"
 
 
+def test_paper_pretrain_preset_pretrains_on_the_minus_6_db_set_as_the_paper_does():
+    # Paper section 2.1: the -6 dB MIMII pump set is the pretraining corpus.
+    pretrain, paper = preset("paper_pretrain"), preset("paper")
+    assert pretrain.data.snr_db == (-6.0,) and paper.data.snr_db is None
+    assert pretrain.preset == "paper_pretrain" and pretrain.run_dir == "runs/paper_pretrain"
+    assert (pretrain.model, pretrain.train, pretrain.features) == (paper.model, paper.train, paper.features)
+    assert load_config("paper_pretrain", overrides=["data.data_dir=/data/mimii"]).data.snr_db == (-6.0,)
+
+
 def test_quick_preset_is_cpu_sized_on_default_strength_faults():
     config = preset("quick")
     pixels = config.features.image_shape[0] * config.features.image_shape[1]
@@ -40,7 +49,7 @@ def test_presets_are_fresh_copies():
     first = preset("quick")
     first.train.epochs = 1
     assert preset("quick").train.epochs != 1
-    assert set(PRESETS) == {"paper", "quick"}
+    assert set(PRESETS) == {"paper", "paper_pretrain", "quick"}
 
 
 def test_file_then_overrides(tmp_path):
@@ -66,7 +75,7 @@ def test_json_round_trip():
 
 
 @pytest.mark.parametrize("arguments, message", [
-    (("fast", None, []), "Unknown preset 'fast'; available: paper, quick"),
+    (("fast", None, []), "Unknown preset 'fast'; available: paper, paper_pretrain, quick"),
     (("quick", None, ["train.epoch=3"]), "Unknown option train.epoch"),
     (("quick", None, ["trainer.epochs=3"]), "Unknown option trainer"),
     (("quick", None, ["train.epochs=three"]), "train.epochs must be int"),
@@ -97,3 +106,20 @@ def test_override_values_are_yaml():
     assert parse_override("data.snr_db=[-6, 0]") == (("data", "snr_db"), [-6, 0])
     assert parse_override("train.init_from=") == (("train", "init_from"), None)
     assert to_dict(load_config("quick", overrides=["train.learning_rate=1"]))["train"]["learning_rate"] == 1.0
+
+
+def test_train_keeps_the_run_dir_of_its_config_file(tmp_path):
+    from pump_keras.train import build_parser, resolve_config
+
+    def resolved(*argv):
+        return resolve_config(build_parser().parse_args(list(argv)))
+
+    settings = tmp_path / "settings.yaml"
+    settings.write_text("run_dir: runs/mine\ntrain:\n  epochs: 7\n")
+    assert resolved("--config", str(settings)).run_dir == "runs/mine"
+    assert resolved("--config", str(settings), "--run-dir", "runs/flag").run_dir == "runs/flag"
+    assert resolved("--config", str(settings), "--set", "run_dir=runs/set").run_dir == "runs/set"
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps({"train": {"epochs": 7}}))
+    assert resolved("--config", str(plain)).run_dir == "runs/quick"
+    assert resolved("--preset", "paper", "--config", str(plain)).run_dir == "runs/paper"

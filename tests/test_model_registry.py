@@ -8,7 +8,8 @@ itself on a small CPU (30 s for EfficientNetB7), and the functional build has
 already traced every layer symbolically. `test_registry_under_jax_backend`
 reruns the check under JAX (jit-compiled step) in a subprocess. The zoo's own
 pieces (patch unfold/fold, caffe preprocessing, MobileViT sizes, option
-checks) have short tests at the end.
+checks) and the Conformer's (relative-position attention, size) have short
+tests at the end.
 """
 
 import os
@@ -19,7 +20,7 @@ import keras
 import numpy as np
 import pytest
 
-from pump_keras.models import available_models, build, registry, zoo
+from pump_keras.models import available_models, build, conformer, registry, zoo
 from tests import jax_backend_check
 from tests.conftest import REPO_ROOT
 
@@ -130,6 +131,9 @@ def test_mobilevit_sizes_match_the_paper(variant, millions):
     ("mobilevit", {"input_shape": (48, 48, 3)}, "divisible by 32"),
     ("mobilevit", {"num_heads": 7}, "num_heads"),
     ("plain_cnn", {"filters": ()}, "filters"),
+    ("conformer", {"num_heads": 5}, "num_heads must divide d_model 144"),
+    ("conformer", {"num_blocks": 0}, "num_blocks"),
+    ("conformer", {"input_shape": (2, 64, 3)}, "input_shape"),
 ])
 def test_builders_reject_bad_options(name, options, message):
     with pytest.raises(ValueError, match=message):
@@ -145,3 +149,72 @@ def test_efficientnet_weights_file_is_passed_to_keras_applications(tmp_path):
     loaded = model.get_layer("efficientnetb0").get_weights()
     for expected, actual in zip(source.get_weights(), loaded, strict=True):
         np.testing.assert_array_equal(actual, expected)
+
+
+# ---------------------------------------------------------------- Conformer
+
+
+def reference_relative_attention(x, kernels, num_heads, key_dim):
+    """Transformer-XL relative self-attention, one score at a time, in NumPy (float64)."""
+    query, key, value, position, content_bias, position_bias, output, output_bias = kernels
+    frames, width = x.shape[1], x.shape[2]
+    out = np.zeros_like(x)
+    for b in range(x.shape[0]):
+        q, k, v = (np.einsum("tw,whk->thk", x[b], kernel) for kernel in (query, key, value))
+        attended = np.zeros((frames, num_heads, key_dim))
+        for h in range(num_heads):
+            scores = np.zeros((frames, frames))
+            for i in range(frames):
+                for j in range(frames):
+                    r = conformer.sinusoids(np.array([i - j], "float32"), width)
+                    r = np.asarray(keras.ops.convert_to_numpy(r), np.float64)[0]
+                    scores[i, j] = ((q[i, h] + content_bias[h]) @ k[j, h]
+                                    + (q[i, h] + position_bias[h]) @ (r @ position[:, h])) / np.sqrt(key_dim)
+            weights = np.exp(scores - scores.max(axis=1, keepdims=True))
+            weights /= weights.sum(axis=1, keepdims=True)
+            attended[:, h] = weights @ v[:, h]
+        out[b] = np.einsum("thk,hkw->tw", attended, output) + output_bias
+    return out
+
+
+def test_relative_attention_matches_transformer_xl_scores():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(2, 5, 8)).astype("float32")
+    layer = conformer.RelativeMultiHeadAttention(num_heads=2, key_dim=3)
+    layer.build(x.shape)
+    values = [rng.normal(scale=0.5, size=w.shape).astype("float32") for w in layer.weights]
+    layer.set_weights(values)  # the biases too, so that u and v are not zero
+    expected = reference_relative_attention(x.astype(np.float64), [v.astype(np.float64) for v in values], 2, 3)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(x)), expected, atol=1e-4)
+
+
+def test_relative_attention_config_and_keras_round_trip(tmp_path):
+    layer = conformer.RelativeMultiHeadAttention(num_heads=2, key_dim=4, dropout=0.1, max_wavelength=500.0)
+    config = layer.get_config()
+    assert {k: config[k] for k in ("num_heads", "key_dim", "dropout", "max_wavelength")} == {
+        "num_heads": 2, "key_dim": 4, "dropout": 0.1, "max_wavelength": 500.0}
+    assert conformer.RelativeMultiHeadAttention.from_config(config).get_config() == config
+    inputs = keras.Input((6, 8))
+    model = keras.Model(inputs, layer(inputs))
+    x = np.random.default_rng(5).normal(size=(2, 6, 8)).astype("float32")
+    path = tmp_path / "attention.keras"
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    assert restored.layers[-1].get_config() == config
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(restored(x)), keras.ops.convert_to_numpy(model(x)),
+                               atol=1e-6)
+
+
+def test_conformer_attends_over_the_time_columns():
+    # Subsampled by 4 on both axes: 64 rows x 32 columns -> 8 frames of 16 rows x d_model.
+    model = build("conformer", input_shape=(64, 32, 3), d_model=16, num_blocks=1, num_heads=2, kernel_size=3)
+    assert tuple(model.get_layer("frames").output.shape) == (None, 8, 16 * 16)
+    assert "block1_mhsa_attention" in [layer.name for layer in model.layers]
+
+
+def test_conformer_default_is_conformer_s_sized():
+    # Gulati et al.'s Conformer (S): d 144, 16 blocks, 4 heads; 10.3 M parameters with its LSTM decoder.
+    model = build("conformer")
+    blocks = [layer for layer in model.layers if layer.name.endswith("_mhsa_attention")]
+    assert len(blocks) == 16 and (blocks[0].num_heads, blocks[0].key_dim) == (4, 36)
+    assert model.count_params() / 1e6 == pytest.approx(9.46, abs=0.01)

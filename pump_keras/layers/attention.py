@@ -14,12 +14,16 @@ entry point the EfficientNetV2 builder uses.
 from __future__ import annotations
 
 import math
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import keras
 from keras import ops
 
 SIMAM_MAPPINGS = ("sigmoid", "paper")
+# SimAM's lambda when none is given, per mapping: 1e-4 is the SimAM authors'
+# value for their sigmoid form; the pump paper's eq. (1) takes "a small
+# constant, such as 1", and with 1e-4 its variance term would all but vanish.
+SIMAM_DEFAULT_LAMBDA = {"sigmoid": 1e-4, "paper": 1.0}
 SOCA_SIDES = ("auto", "channel", "gram")
 
 
@@ -237,6 +241,11 @@ def _check_simam_mapping(mapping: str) -> str:
     return mapping
 
 
+def _simam_lambda(lambda_: Optional[float], mapping: str) -> float:
+    """`lambda_` as a float, or the mapping's default (`SIMAM_DEFAULT_LAMBDA`) when None."""
+    return float(SIMAM_DEFAULT_LAMBDA[mapping] if lambda_ is None else lambda_)
+
+
 def _map_size(x):
     """H * W as a float: a Python number when static (no shape ops in the graph)."""
     height, width = x.shape[1], x.shape[2]
@@ -280,11 +289,12 @@ class SimAM(_BlockAttention):
     H x W positions, with `n = H*W - 1` (at least 1, so a 1 x 1 map is safe):
     `d = (x - mu)^2`, `v = sum(d) / n`, `e_inv = d / (4 (v + lambda_)) + 0.5`,
     `out = x * sigmoid(e_inv)` -- the published form (`mapping="sigmoid"`,
-    the default, as in the authors' code).
+    the default, as in the authors' code, with their `lambda_ = 1e-4`).
 
     The pump paper's eq. (2), `alpha = 1 / (1 + E)` with eq. (1)
     `E = (x - mu_-i)^2 + lambda_ * var_-i`, is a different mapping; it is
-    offered as `mapping="paper"`. There `mu_-i` and `var_-i` are the exact
+    offered as `mapping="paper"`, where `lambda_` defaults to 1, the value
+    the paper names ("a small constant, such as 1"). There `mu_-i` and `var_-i` are the exact
     mean and (population) variance of the other H*W - 1 neurons of the same
     channel, obtained in closed form from the full-channel statistics. The
     paper's text says "neurons except those in the current channel", which
@@ -294,10 +304,10 @@ class SimAM(_BlockAttention):
     is cast back to the input dtype. No weights.
     """
 
-    def __init__(self, lambda_: float = 1e-4, mapping: str = "sigmoid", **kwargs):
+    def __init__(self, lambda_: Optional[float] = None, mapping: str = "sigmoid", **kwargs):
         super().__init__(**kwargs)
-        self.lambda_ = float(lambda_)
         self.mapping = _check_simam_mapping(mapping)
+        self.lambda_ = _simam_lambda(lambda_, self.mapping)
 
     def call(self, inputs):
         """Returns `inputs` weighted by SimAM's per-neuron importance."""
@@ -404,7 +414,8 @@ class ImprovedCBAM(_ChannelAttentionBase):
     et al. (ECCV 2018; average- and max-pooled descriptors through one shared
     MLP C -> C // reduction -> C, default `reduction=16`), followed by SimAM
     (Yang et al., ICML 2021) instead of the 7 x 7 convolution, adding no
-    weights. `lambda_` and `mapping` are SimAM's (see `SimAM`).
+    weights. `lambda_` and `mapping` are SimAM's (see `SimAM`): `lambda_`
+    defaults to 1e-4 under `mapping="sigmoid"` and to 1 under `"paper"`.
 
     Its weights are the channel MLP only. At `reduction=16` in
     EfficientNetV2-S stages 4-6 that is about 1.75 M parameters more than the
@@ -414,14 +425,14 @@ class ImprovedCBAM(_ChannelAttentionBase):
     def __init__(
         self,
         reduction: int = 16,
-        lambda_: float = 1e-4,
+        lambda_: Optional[float] = None,
         mapping: str = "sigmoid",
         kernel_initializer="glorot_uniform",
         **kwargs,
     ):
         super().__init__(reduction=reduction, kernel_initializer=kernel_initializer, **kwargs)
-        self.lambda_ = float(lambda_)
         self.mapping = _check_simam_mapping(mapping)
+        self.lambda_ = _simam_lambda(lambda_, self.mapping)
 
     def build(self, input_shape):
         """Creates the channel MLP."""

@@ -47,4 +47,4 @@ def build(name: str, **options) -> keras.Model:
 
 def _load_builtin_models() -> None:
     # Importing the modules registers their builders.
-    from pump_keras.models import efficientnet_v2, zoo  # noqa: F401
+    from pump_keras.models import conformer, efficientnet_v2, zoo  # noqa: F401

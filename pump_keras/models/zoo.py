@@ -21,8 +21,8 @@ entry, that maps images `[batch, H, W, C]` in [0, 1] to one logit per image.
 - `plain_cnn`: Conv-BN-ReLU-MaxPool blocks, global pooling and one logit
   (the "CNN" of the paper's text).
 
-The Conformer the paper's text mentions is left out: the paper gives no
-configuration for it.
+The Conformer the paper's text mentions is `conformer`, in
+`pump_keras.models.conformer` (our configuration: the paper gives none).
 
 The Keras-application builders take `weights`: None, or the local path of a
 keras.applications weights file (`include_top=False` variant), passed
