@@ -205,7 +205,7 @@ def train(config: RunConfig, log: Callable[[str], None] = print) -> TrainResult:
     log(describe_splits(splits))
     check_splits(splits, data_config.batch_size)
 
-    steps_per_epoch = math.ceil(len(splits["train"]) / data_config.batch_size)
+    steps_per_epoch = len(splits["train"]) // data_config.batch_size  # full batches only
     with strategy.scope():
         model = setup.build_model(config)
         recipe.compile_model(model, config.train, steps_per_epoch)
