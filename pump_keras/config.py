@@ -338,6 +338,11 @@ class TrainConfig:
         pseudo_anomaly_strength: `(low, high)` of the band's change, in
             standard deviations of the image.
         pseudo_anomaly_width: the widest band, as a fraction of the rows.
+        warmup_epochs: epochs over which the learning rate rises linearly
+            from `final_learning_rate` to `learning_rate` before the cosine
+            decay (0: none; fractions allowed).
+        gradient_clip_norm: rescale each step's gradients so their global
+            norm is at most this (`global_clipnorm`); `None`: no clipping.
         class_balance: `"weights"` weighs each clip by `n / (2 n_class)` of its
             class on the training split, so both classes carry equal loss and
             every clip is still seen once per epoch (balanced sampling would
@@ -386,6 +391,8 @@ class TrainConfig:
     pseudo_anomaly_fraction: float = 0.0
     pseudo_anomaly_strength: Tuple[float, float] = (1.0, 3.0)
     pseudo_anomaly_width: float = 0.1
+    warmup_epochs: float = 0.0
+    gradient_clip_norm: Optional[float] = None
     class_balance: str = "weights"
     checkpoint_metric: str = "last"
     seed: int = 0
@@ -421,6 +428,10 @@ class TrainConfig:
         self.pseudo_anomaly_strength = (low, high)
         if not 0.0 < self.pseudo_anomaly_width <= 1.0:
             raise ValueError(f"pseudo_anomaly_width must lie in (0, 1], got {self.pseudo_anomaly_width}.")
+        if self.warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}.")
+        if self.gradient_clip_norm is not None and not self.gradient_clip_norm > 0:
+            raise ValueError(f"gradient_clip_norm must be positive or None, got {self.gradient_clip_norm}.")
         if self.checkpoint_metric not in CHECKPOINT_METRICS:
             raise ValueError(f"checkpoint_metric must be one of {CHECKPOINT_METRICS}, "
                              f"got {self.checkpoint_metric!r}.")

@@ -19,12 +19,22 @@ def derived_seed(seed: int, *parts: int) -> int:
 
 
 def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int):
-    """Cosine decay from `learning_rate` to `final_learning_rate` over all training steps."""
+    """Cosine decay from `learning_rate` to `final_learning_rate` over the training steps.
+
+    With `warmup_epochs`, the rate first rises linearly from
+    `final_learning_rate` to `learning_rate` over those epochs, and the cosine
+    covers the rest.
+    """
+    total = max(1, config.epochs * steps_per_epoch)
+    warmup = min(int(round(config.warmup_epochs * steps_per_epoch)), total - 1)
+    if warmup <= 0:
+        return keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=config.learning_rate, decay_steps=total,
+            alpha=config.final_learning_rate / config.learning_rate)
     return keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=config.learning_rate,
-        decay_steps=max(1, config.epochs * steps_per_epoch),
-        alpha=config.final_learning_rate / config.learning_rate,
-    )
+        initial_learning_rate=config.final_learning_rate, decay_steps=total - warmup,
+        alpha=config.final_learning_rate / config.learning_rate, warmup_target=config.learning_rate,
+        warmup_steps=warmup)
 
 
 def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
@@ -35,9 +45,10 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizer
     weight decay is decoupled by definition.
     """
     schedule = learning_rate_schedule(config, steps_per_epoch)
+    clipping = {} if config.gradient_clip_norm is None else {"global_clipnorm": config.gradient_clip_norm}
     if config.optimizer == "adamw":
-        return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay)
-    return SGDWithL2(learning_rate=schedule, momentum=config.momentum, l2=config.weight_decay)
+        return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay, **clipping)
+    return SGDWithL2(learning_rate=schedule, momentum=config.momentum, l2=config.weight_decay, **clipping)
 
 
 def make_loss(config: TrainConfig) -> keras.losses.Loss:
