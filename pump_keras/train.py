@@ -88,6 +88,7 @@ def main(argv=None) -> int:
     else:
         print(f"pump_keras.train: preset {config.preset!r} on {config.data.data_dir} -> {config.run_dir}", flush=True)
 
+    from pump_keras.training.custom_loop import WorkerLostError
     from pump_keras.training.loop import TrainingError, train
     from pump_keras.training.run_dir import RunDirError
     from pump_keras.training.setup import InitError
@@ -95,7 +96,7 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     try:
         result = train(config)
-    except (TrainingError, RunDirError, InitError, ConfigError, ValueError) as error:
+    except (TrainingError, RunDirError, InitError, ConfigError, WorkerLostError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     test = result.metrics.get("test", {})

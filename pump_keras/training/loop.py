@@ -192,6 +192,39 @@ def train(config: RunConfig, log: Callable[[str], None] = print) -> TrainResult:
         log(f"Note: TensorFlow's runtime started before this run, with its {allocator} CPU allocator, "
             f"not the configured {config.train.cpu_allocator!r}; results are the same, only the speed "
             "differs (train first in a fresh process to get it).")
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        with custom_loop.worker_loss_as_error(config.train):
+            return _train_under(strategy, config, log)
+    return _train_under(strategy, config, log)
+
+
+def agree_on_resume_epoch(strategy: tf.distribute.Strategy, config: RunConfig, epochs_completed: int) -> None:
+    """Checks that every worker of a multi-worker run resumes after the same epoch (a collective).
+
+    Each worker resumes from its own copy of the run; workers that have
+    completed different epochs would train in lockstep on different epochs
+    (different data order and learning rate) and end with different models.
+
+    Raises:
+        TrainingError: the workers' saved states differ; every worker raises it.
+    """
+    completed = custom_loop.gather_tasks(strategy, epochs_completed)
+    if len(set(completed.values())) == 1:
+        return
+    has_chief = any(task_type == "chief" for task_type, _ in completed)
+    folders = {task: setup.task_run_dir(config.run_dir, *task, has_chief) for task in completed}
+    listed = ", ".join(f"{task_type} {task_id} ({os.path.join(folders[task_type, task_id], RunDirectory.STATE)}): "
+                       f"{epochs}" for (task_type, task_id), epochs in sorted(completed.items()))
+    ahead = max(completed, key=completed.get)
+    raise TrainingError(
+        f"The workers have completed different numbers of epochs ({listed}); resuming them would train "
+        "different models. Nothing was changed. Every worker holds the same model after an epoch, so copy "
+        f"the run directory that is furthest ({folders[ahead]}) over the others, or start over in new run "
+        "directories.")
+
+
+def _train_under(strategy: tf.distribute.Strategy, config: RunConfig, log: Callable[[str], None]) -> TrainResult:
+    """`train` once the runtime and the strategy are set up."""
     multiworker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     run = RunDirectory(setup.worker_run_dir(config.run_dir, strategy))
     resuming = run.check(config)
@@ -209,6 +242,8 @@ def train(config: RunConfig, log: Callable[[str], None] = print) -> TrainResult:
         model = setup.build_model(config)
         recipe.compile_model(model, config.train, steps_per_epoch)
     state = run.read_state() if resuming else None
+    if multiworker:
+        agree_on_resume_epoch(strategy, config, state["epochs_completed"] if state else 0)
     if state is not None:
         state.setdefault("best_value", state.pop("best_val_loss", None))  # runs written before checkpoint_metric
         restore_checkpoint(model, run, state["epochs_completed"] * steps_per_epoch)

@@ -15,7 +15,7 @@ from pump_keras.wavfile import atomic_write_bytes
 
 # Settings that change how a run is shown, evaluated or exported, or how fast it runs, not what it trains.
 NON_RESULT_KEYS = {("preset",), ("run_dir",), ("train", "verbose"), ("train", "cpu_allocator"),
-                   ("export",), ("evaluation",)}
+                   ("train", "collective_timeout_s"), ("export",), ("evaluation",)}
 
 
 class RunDirError(ValueError):
