@@ -51,6 +51,25 @@ def next_version(model_dir: str) -> int:
     return max(versions, default=0) + 1
 
 
+def remove_staging_folders(model_dir: str) -> list:
+    """Removes the hidden staging folders (`.N.xxxxxxxx`) that killed exports left in `model_dir`.
+
+    Returns the removed paths. An export into the same folder running at this
+    moment would lose its staging folder and fail; exports into one model
+    folder run one at a time.
+    """
+    if not os.path.isdir(model_dir):
+        return []
+    removed = []
+    for name in sorted(os.listdir(model_dir)):
+        version, _, suffix = name[1:].partition(".")
+        path = os.path.join(model_dir, name)
+        if name.startswith(".") and version.isdigit() and suffix and os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
 def run_threshold(run_dir: str) -> Tuple[float, str]:
     """The probability threshold of a run and where it came from."""
     for name, key in (("threshold.json", "threshold_probability"), ("metrics.json", "threshold_probability")):
@@ -119,6 +138,7 @@ def export_saved_model(model: keras.Model, features: FeatureConfig, model_dir: s
     for name, function in serving_functions(model, features, threshold).items():
         archive.add_endpoint(name, function)
     os.makedirs(model_dir, exist_ok=True)
+    remove_staging_folders(model_dir)
     staging = tempfile.mkdtemp(prefix=f".{version}.", dir=model_dir)
     try:
         archive.write_out(staging, verbose=False)

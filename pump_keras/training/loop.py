@@ -15,12 +15,13 @@ import numpy as np
 import tensorflow as tf
 
 from pump_keras.config import RunConfig, replace, to_dict
+from pump_keras.data.index import check_audio_headers
 from pump_keras.data.pipeline import make_dataset
 from pump_keras.data.prepare import MANIFEST_NAME, prepare_splits
 from pump_keras.data.split import describe_splits, write_manifest
 from pump_keras.data.synthetic import generate_dataset
 from pump_keras.training import custom_loop, recipe, setup
-from pump_keras.training.run_dir import RunDirectory
+from pump_keras.training.run_dir import RunDirectory, check_manifest_paths
 from pump_keras.wavfile import atomic_write_bytes
 
 
@@ -174,13 +175,37 @@ def restore_checkpoint(model: keras.Model, run: RunDirectory, iterations: int) -
     for name in (LAST_PENDING, RunDirectory.LAST):
         if not run.exists(name):
             continue
-        model.load_weights(run.file(name))
+        try:
+            model.load_weights(run.file(name))
+        except Exception as error:  # a truncated or foreign file: say which, not the zip library's words
+            if name == LAST_PENDING:  # an interrupted commit's file; the committed one follows
+                continue
+            raise TrainingError(f"{run.file(name)} cannot be read ({type(error).__name__}: {error}); the "
+                                "checkpoint is damaged. Restore it, or remove "
+                                f"{run.file(RunDirectory.STATE)} to start the run over.") from error
         if int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == iterations:
             if name == LAST_PENDING:
                 os.replace(run.file(LAST_PENDING), run.file(RunDirectory.LAST))
             return
     raise TrainingError(f"{run.path}: no checkpoint matches the saved state ({iterations} steps); "
                         f"the run cannot be resumed. Remove {run.file(RunDirectory.STATE)} to start over.")
+
+
+def copy_checkpoint(run: RunDirectory, source: str, target: str) -> None:
+    """Copies the checkpoint `source` of the run directory to `target`, atomically."""
+    with open(run.file(source), "rb") as handle:
+        atomic_write_bytes(run.file(target), handle.read())
+
+
+def complete_best_checkpoint(run: RunDirectory, state: dict) -> None:
+    """Makes `best.keras` the committed last epoch's checkpoint when the state records that epoch as best.
+
+    `best.keras` is written only after `state.json` has recorded its epoch,
+    from `last.keras`, so it is never newer than the state; called again on
+    resume, it finishes a commit that was interrupted before the copy.
+    """
+    if state["best_epoch"] is not None and state["best_epoch"] == state["epochs_completed"]:
+        copy_checkpoint(run, RunDirectory.LAST, RunDirectory.BEST)
 
 
 def train(config: RunConfig, log: Callable[[str], None] = print) -> TrainResult:
@@ -234,6 +259,9 @@ def _train_under(strategy: tf.distribute.Strategy, config: RunConfig, log: Calla
     # A new run's data and initial weights are checked before anything is
     # recorded, so a corrected command is not refused as "another config".
     splits = prepare_splits(data_config, config.features, run.path if resuming else None)
+    check_manifest_paths(splits, data_config.data_dir, run.file(MANIFEST_NAME) if resuming else data_config.split_file)
+    if resuming:  # a new run's files were checked as they were split
+        check_audio_headers([r for records in splits.values() for r in records], config.features.sample_rate)
     log(describe_splits(splits))
     check_splits(splits, data_config.batch_size)
 
@@ -247,6 +275,8 @@ def _train_under(strategy: tf.distribute.Strategy, config: RunConfig, log: Calla
     if state is not None:
         state.setdefault("best_value", state.pop("best_val_loss", None))  # runs written before checkpoint_metric
         restore_checkpoint(model, run, state["epochs_completed"] * steps_per_epoch)
+        if config.train.checkpoint_metric != "last":
+            complete_best_checkpoint(run, state)
         log(f"Resuming {run.path} after epoch {state['epochs_completed']} of {config.train.epochs}.")
     else:
         state = {"epochs_completed": 0, "history": [], "best_value": None, "best_epoch": None}
@@ -291,18 +321,18 @@ def _train_under(strategy: tf.distribute.Strategy, config: RunConfig, log: Calla
         if improves(row, state["best_value"], config.train.checkpoint_metric):
             state["best_value"] = row.get(config.train.checkpoint_metric, epoch + 1)  # "last": the epoch
             state["best_epoch"] = epoch + 1
-            if config.train.checkpoint_metric != "last":  # "last" copies last.keras once, below
-                run.save_model(model, RunDirectory.BEST)
         # Commit order: the new checkpoint beside the old, the state, then the
-        # swap; `restore_checkpoint` finishes or discards a half-done commit.
+        # swap, then best.keras (never ahead of the state); `restore_checkpoint`
+        # and `complete_best_checkpoint` finish or discard a half-done commit.
         run.save_model(model, LAST_PENDING)
         run.write_history(state["history"])
         run.write_json(RunDirectory.STATE, state)
         os.replace(run.file(LAST_PENDING), run.file(RunDirectory.LAST))
+        if config.train.checkpoint_metric != "last":  # "last" copies last.keras once, below
+            complete_best_checkpoint(run, state)
 
     if config.train.checkpoint_metric == "last":
-        with open(run.file(RunDirectory.LAST), "rb") as handle:
-            atomic_write_bytes(run.file(RunDirectory.BEST), handle.read())
+        copy_checkpoint(run, RunDirectory.LAST, RunDirectory.BEST)
     model.load_weights(run.file(RunDirectory.BEST))
     predict = functools.partial(custom_loop.predict_logits, strategy=strategy) if multiworker else predict_scores
     result = evaluate_model(model, evaluation, splits, predict,
