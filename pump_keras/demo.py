@@ -15,7 +15,9 @@ import os
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from pump_keras.tf_log_level import quiet_tensorflow_logs
+
+quiet_tensorflow_logs()
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -91,7 +93,7 @@ def run_demo(args) -> None:
         data_dir = os.path.join(args.out, "data")
         print(f"Data demo on built-in synthetic pump recordings (written to {data_dir}); "
               "pass --data-dir for real MIMII/DCASE data.")
-        generate_dataset(data_dir, synthetic)
+        generate_dataset(data_dir, synthetic, log=print)
     else:
         print(f"Data demo on {data_dir}.")
 

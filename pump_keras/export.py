@@ -31,7 +31,9 @@ import tempfile
 import warnings
 from typing import Optional, Tuple
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from pump_keras.tf_log_level import quiet_tensorflow_logs
+
+quiet_tensorflow_logs()
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402

@@ -11,6 +11,10 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert demo.main(["--out", out, "--image-size", "32"]) == 0
     printed = capsys.readouterr().out
     assert printed.splitlines()[0].startswith("Data demo on built-in synthetic pump recordings")
+    # Generation reports its progress, one line per machine id.
+    assert [line.split(",")[0] for line in printed.splitlines() if line.startswith("Synthetic recordings:")] == [
+        f"Synthetic recordings: id_{machine_id} done" for machine_id in ("00", "02", "04", "06")]
+    assert "80/80 files" in printed
     splits = read_manifest(os.path.join(out, "split.csv"))
     assert sum(len(v) for v in splits.values()) == 80
     assert os.path.getsize(os.path.join(out, "features.png")) > 10_000

@@ -275,3 +275,52 @@ def test_the_next_export_removes_a_killed_exports_staging_folder(tmp_path):
     path = export_saved_model(model, features, str(tmp_path / "models"))
     assert path == str(tmp_path / "models" / "1") and os.path.isfile(os.path.join(path, "saved_model.pb"))
     assert sorted(os.listdir(tmp_path / "models")) == [".keep", "1"]
+
+
+# The entry points whose work imports TensorFlow (`python -m pump_keras.X`).
+TENSORFLOW_ENTRY_POINTS = ("train", "evaluate", "export", "predict", "demo", "ablate")
+
+# Imports one entry point with TensorFlow and Keras blocked: prints the C++ log
+# level at the moment the module first asks for either, else after its import.
+LOG_LEVEL_PROBE = """
+import importlib, importlib.abc, os, sys
+
+class Probe(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in ("tensorflow", "keras"):
+            print("LEVEL", os.environ.get("TF_CPP_MIN_LOG_LEVEL"), flush=True)
+            os._exit(0)
+
+sys.meta_path.insert(0, Probe())
+importlib.import_module(sys.argv[1])
+print("LEVEL", os.environ.get("TF_CPP_MIN_LOG_LEVEL"), flush=True)
+"""
+
+
+def test_every_entry_point_quiets_tensorflow_before_importing_it_unless_the_user_chose():
+    # TensorFlow reads TF_CPP_MIN_LOG_LEVEL once, at its import; 3 keeps its
+    # C++ start-up lines ("failed call to cuInit", "NodeDef mentions attribute") away.
+    for user_level, expected in ((None, "3"), ("0", "0")):
+        env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+        if user_level is not None:
+            env["TF_CPP_MIN_LOG_LEVEL"] = user_level
+        for name in TENSORFLOW_ENTRY_POINTS:
+            result = subprocess.run([sys.executable, "-c", LOG_LEVEL_PROBE, f"pump_keras.{name}"], cwd=REPO_ROOT,
+                                    env=env, capture_output=True, text=True, timeout=120)
+            assert result.stdout.strip() == f"LEVEL {expected}", (name, user_level, result.stdout, result.stderr)
+
+
+def test_evaluation_reports_its_progress(short_run, tmp_path):
+    from pump_keras.evaluation import evaluate_run
+
+    run_dir = tmp_path / "copy"
+    counts = {name: len(records) for name, records in resumable_copy(short_run, run_dir).items()}
+    lines = []
+    evaluate_run(str(run_dir), plots=False, log=lines.append)
+    steps = [line.split(" (")[0] for line in lines]
+    assert steps[:4] == [f"Scoring {counts['val']} validation clips with {run_dir / 'best.keras'}...",
+                         f"Scoring {counts['test']} test clips...", "Metrics with 1000 bootstrap resamples...",
+                         "Baselines on the same clips..."], lines
+    for name, count in (("train", counts["train"]), ("val", counts["val"]), ("eval", counts["test"])):
+        assert f"Baseline log-mel features of {count} {name} clips..." in steps, lines  # nothing cached in the copy
+    assert lines[-1].startswith("Report: ")

@@ -53,7 +53,7 @@ def synthetic_data_dir(config: RunConfig, run: RunDirectory, log: Callable) -> s
             if json.load(handle) == json.loads(json.dumps(expected)):
                 return folder
     started = time.perf_counter()
-    paths = generate_dataset(folder, config.synthetic)
+    paths = generate_dataset(folder, config.synthetic, log=log if config.train.verbose else None)
     with open(marker + ".tmp", "w", encoding="utf-8") as handle:
         json.dump(expected, handle)
     os.replace(marker + ".tmp", marker)
@@ -136,7 +136,8 @@ def baseline_scores(splits: dict, config: RunConfig, run: RunDirectory, log: Cal
     if not splits.get("test"):
         return None
     started = time.perf_counter()
-    scores = run_baselines(splits, config.features, eval_split="test", cache_dir=run.file("cache"))
+    scores = run_baselines(splits, config.features, eval_split="test", cache_dir=run.file("cache"),
+                           log=log if config.train.verbose else None)
     log(f"Baseline (log-mel logistic regression) fitted in {time.perf_counter() - started:.1f} s.")
     return scores["logistic_regression"]
 
@@ -334,6 +335,9 @@ def _train_under(strategy: tf.distribute.Strategy, config: RunConfig, log: Calla
     if config.train.checkpoint_metric == "last":
         copy_checkpoint(run, RunDirectory.LAST, RunDirectory.BEST)
     model.load_weights(run.file(RunDirectory.BEST))
+    if config.train.verbose:
+        log(f"Evaluating {RunDirectory.BEST} (epoch {state['best_epoch']}) on "
+            + " and ".join(f"{len(splits[name])} {name}" for name in evaluation) + " clips...")
     predict = functools.partial(custom_loop.predict_logits, strategy=strategy) if multiworker else predict_scores
     result = evaluate_model(model, evaluation, splits, predict,
                             baseline_test_scores=baseline_scores(splits, config, run, log),
