@@ -364,10 +364,11 @@ class TrainConfig:
             run, or a keras.applications EfficientNetV2S weights file.
         verbose: Keras progress output (0 silent, 1 progress bar, 2 one line per epoch).
         collective_timeout_s: with `"multiworker"`, how long a worker waits
-            at one collective (a training step's all-reduce, the start-up
-            barrier) for the others before it stops with an error naming the
-            lost peer; 0 waits forever. Long enough for the workers' slowest
-            first step (decoding the audio into the cache). Does not change results.
+            at one collective (a training step's all-reduce, the resume
+            check) for the others before it stops with an error; 0 waits
+            forever. Long enough for the workers' slowest first step
+            (decoding the audio into the cache). The wait for every worker to
+            start is TensorFlow's own and not limited. Does not change results.
     """
 
     epochs: int = 200

@@ -326,3 +326,20 @@ def test_a_worker_lost_mid_run_stops_the_others_with_a_clear_error(tmp_path):
     assert "error: Lost contact with another worker (" in outputs[0], outputs[0][-3000:]
     assert "Traceback" not in outputs[0]
     assert time.monotonic() - started < TIMEOUT / 2
+
+
+def test_collectives_of_a_multiworker_run_time_out_as_configured():
+    script = """
+from pump_keras.config import TrainConfig
+from pump_keras.training import setup
+for timeout in (7.0, 0.0):
+    strategy = setup.make_strategy(TrainConfig(strategy="multiworker", collective_timeout_s=timeout))
+    print("TIMEOUT", strategy.extended._communication_options.timeout_seconds)
+"""
+    cluster = {"worker": [f"127.0.0.1:{free_ports(1)[0]}"]}
+    env = {**ENV, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 0}})}
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, env=env, capture_output=True,
+                            text=True, timeout=TIMEOUT)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert [line for line in result.stdout.splitlines() if line.startswith("TIMEOUT")] == [
+        "TIMEOUT 7.0", "TIMEOUT None"]

@@ -205,7 +205,7 @@ def complete_best_checkpoint(run: RunDirectory, state: dict) -> None:
     from `last.keras`, so it is never newer than the state; called again on
     resume, it finishes a commit that was interrupted before the copy.
     """
-    if state["best_epoch"] is not None and state["best_epoch"] == state["epochs_completed"]:
+    if state.get("best_epoch") is not None and state["best_epoch"] == state["epochs_completed"]:
         copy_checkpoint(run, RunDirectory.LAST, RunDirectory.BEST)
 
 

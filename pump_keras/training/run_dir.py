@@ -70,7 +70,8 @@ class RunDirectory:
     `config.json` (the resolved config), `split.csv` (the split manifest),
     `state.json` (completed epochs, history, best validation loss),
     `last.keras` (model and optimizer after the last completed epoch),
-    `best.keras` (lowest validation loss), `history.csv`, `logs/`
+    `best.keras` (the epoch `train.checkpoint_metric` keeps, copied from
+    `last.keras` once `state.json` records it), `history.csv`, `logs/`
     (TensorBoard), `metrics.json`. Every file is replaced atomically.
     """
 

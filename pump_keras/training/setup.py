@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import os
 from typing import Optional
@@ -10,13 +9,11 @@ from typing import Optional
 import keras
 import numpy as np
 import tensorflow as tf
-from tensorflow.python.distribute import collective_all_reduce_strategy
 
 from pump_keras.config import MIXED_PRECISION, ModelConfig, RunConfig, TrainConfig
 from pump_keras.cpu_allocator import select_cpu_allocator
 from pump_keras.layers.standardization import row_standardization, with_row_standardization
 from pump_keras.models import build, registry
-from pump_keras.training.custom_loop import WorkerLostError
 from pump_keras.training.recipe import derived_seed
 
 MODEL_FIELDS = ("attention", "attention_placement", "reduction", "width_multiplier",
@@ -65,39 +62,14 @@ def make_strategy(config: TrainConfig) -> tf.distribute.Strategy:
             raise ValueError("strategy 'multiworker' needs TF_CONFIG naming the cluster and this worker's task.")
         # Before anything lists devices: that starts the runtime, and the
         # collective ops of this strategy must be configured before it starts.
-        timeout = config.collective_timeout_s or None
-        options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout)
-        with _cluster_wait_limit(timeout):
-            try:
-                return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
-            except RuntimeError as error:  # TensorFlow's start-up barrier timed out
-                raise WorkerLostError(f"Not every worker of TF_CONFIG's cluster started within "
-                                      f"train.collective_timeout_s = {timeout:g} s ({error}); start the same "
-                                      "command on every worker.") from error
+        options = tf.distribute.experimental.CommunicationOptions(
+            timeout_seconds=config.collective_timeout_s or None)
+        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
     gpus = tf.config.list_logical_devices("GPU")
     if config.strategy == "mirrored" or (config.strategy == "auto" and len(gpus) > 1):
         devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
         return tf.distribute.MirroredStrategy(devices=devices)
     return tf.distribute.get_strategy()
-
-
-@contextlib.contextmanager
-def _cluster_wait_limit(timeout: Optional[float]):
-    """Limits how long MultiWorkerMirroredStrategy's construction waits for every worker to start.
-
-    TensorFlow waits at that barrier forever and offers no public setting
-    for it; its class attribute is set for the construction only.
-    """
-    extended = getattr(collective_all_reduce_strategy, "CollectiveAllReduceExtended", None)
-    if timeout is None or not hasattr(extended, "_check_health_initial_timeout"):
-        yield
-        return
-    before = extended._check_health_initial_timeout
-    extended._check_health_initial_timeout = timeout
-    try:
-        yield
-    finally:
-        extended._check_health_initial_timeout = before
 
 
 def task_run_dir(run_dir: str, task_type: Optional[str], task_id: int, has_chief: bool) -> str:
