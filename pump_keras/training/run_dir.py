@@ -50,14 +50,16 @@ def check_manifest_paths(splits: dict, data_dir: Optional[str], manifest: Option
     """Every clip of a split read from `manifest` lies inside `data_dir` (nothing to check without one).
 
     A manifest edited by hand, or copied from a run of other data, would
-    otherwise train on files outside the data folder the config names.
+    otherwise train on files outside the data folder the config names. The
+    paths are compared as written (`..` resolved), not through links: a
+    data folder may link to recordings on another disk.
     """
     if data_dir is None:
         return
-    root = os.path.realpath(data_dir)
+    root = os.path.abspath(data_dir)
     for name, records in splits.items():
         for record in records:
-            path = os.path.realpath(record.path)
+            path = os.path.abspath(record.path)
             if os.path.commonpath([root, path]) != root:
                 raise RunDirError(f"{manifest or 'The split'} lists {record.path} ({name} split), which is "
                                   f"outside the data folder {data_dir}: every clip must be inside it. Use "
