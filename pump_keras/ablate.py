@@ -32,7 +32,9 @@ import statistics
 import sys
 from typing import Dict, List, Sequence, Tuple
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from pump_keras.tf_log_level import quiet_tensorflow_logs
+
+quiet_tensorflow_logs()
 
 METRICS = ("accuracy", "auc", "pauc", "balanced_accuracy", "f1")
 SYNTHETIC_MARKER = "synthetic.json"

@@ -22,8 +22,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import time
 import zipfile
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import librosa
 import numpy as np
@@ -111,20 +112,29 @@ def _load_cache(cache_path, key: str) -> Optional[np.ndarray]:
 
 
 def logmel_features(records: Sequence[ClipRecord], feature_config: FeatureConfig,
-                    cache_path=None) -> np.ndarray:
+                    cache_path=None, log: Optional[Callable[[str], None]] = None,
+                    name: str = "") -> np.ndarray:
     """`[len(records), 2 * n_mels]` features in record order, optionally cached in an .npz.
 
     The cache is reused only when paths, sizes, modification times and
     feature settings all match; otherwise it is recomputed and replaced.
+    With `log`, a line when computing starts and one when it ends (`name`
+    says which clips).
     """
     key = _cache_key(records, feature_config) if cache_path is not None else None
     if cache_path is not None:
         cached = _load_cache(cache_path, key)
         if cached is not None:
             return cached
+    started = time.perf_counter()
+    clips = f"{len(records)} {name} clips" if name else f"{len(records)} clips"
+    if log is not None:
+        log(f"Baseline log-mel features of {clips}...")
     features = np.zeros((len(records), 2 * feature_config.n_mels), dtype=np.float32)
     for row, record in enumerate(records):
         features[row] = clip_logmel_statistics(record.path, feature_config)
+    if log is not None:
+        log(f"Baseline log-mel features of {clips} done ({time.perf_counter() - started:.1f} s).")
     if cache_path is not None:
         buffer = io.BytesIO()
         np.savez(buffer, key=np.array(key), features=features)
@@ -163,12 +173,14 @@ def logistic_regression_baseline(train_features, train_labels, features_to_score
 
 
 def run_baselines(splits: Mapping[str, Sequence[ClipRecord]], feature_config: FeatureConfig,
-                  eval_split: str = "test", cache_dir=None) -> Dict[str, np.ndarray]:
+                  eval_split: str = "test", cache_dir=None,
+                  log: Optional[Callable[[str], None]] = None) -> Dict[str, np.ndarray]:
     """Every baseline trained on "train", scored on `eval_split` (and "val" for thresholds).
 
     Returns `{"majority", "logistic_regression", "logistic_regression_val"}`,
     arrays aligned with `splits[eval_split]` and (the last) `splits["val"]`.
     With `cache_dir`, features are cached as `cache_dir/logmel_<split>.npz`.
+    With `log`, progress lines for the features of each split not cached.
     """
     for name in ("train", "val", eval_split):
         if name not in splits:
@@ -176,7 +188,7 @@ def run_baselines(splits: Mapping[str, Sequence[ClipRecord]], feature_config: Fe
     features = {}
     for name in dict.fromkeys(("train", "val", eval_split)):
         cache_path = None if cache_dir is None else os.path.join(cache_dir, f"logmel_{name}.npz")
-        features[name] = logmel_features(splits[name], feature_config, cache_path)
+        features[name] = logmel_features(splits[name], feature_config, cache_path, log=log, name=name)
     train_labels = [record.label for record in splits["train"]]
     n_eval = len(splits[eval_split])
     # One fit scores both splits.

@@ -375,6 +375,12 @@ class TrainConfig:
         init_from: run directory or `.keras` file whose weights start this
             run, or a keras.applications EfficientNetV2S weights file.
         verbose: Keras progress output (0 silent, 1 progress bar, 2 one line per epoch).
+        collective_timeout_s: with `"multiworker"`, how long a worker waits
+            at one collective (a training step's all-reduce, the resume
+            check) for the others before it stops with an error; 0 waits
+            forever. Long enough for the workers' slowest first step
+            (decoding the audio into the cache). The wait for every worker to
+            start is TensorFlow's own and not limited. Does not change results.
     """
 
     epochs: int = 200
@@ -403,6 +409,7 @@ class TrainConfig:
     cpu_allocator: str = "bfc"
     init_from: Optional[str] = None
     verbose: int = 1
+    collective_timeout_s: float = 600.0
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -448,6 +455,8 @@ class TrainConfig:
         if self.mixed_precision is not None and self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(
                 f"mixed_precision must be None or one of {tuple(MIXED_PRECISION)}, got {self.mixed_precision!r}.")
+        if self.collective_timeout_s < 0:
+            raise ValueError(f"collective_timeout_s must be >= 0 (0: no limit), got {self.collective_timeout_s}.")
 
 
 @dataclass

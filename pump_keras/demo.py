@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from pump_keras.tf_log_level import quiet_tensorflow_logs
+
+quiet_tensorflow_logs()
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -26,6 +29,7 @@ from pump_keras.data.prepare import MANIFEST_NAME, make_split_datasets, prepare_
 from pump_keras.data.split import describe_splits  # noqa: E402
 from pump_keras.data.synthetic import generate_dataset  # noqa: E402
 from pump_keras.features import compute_feature, wav_bytes_to_waveform  # noqa: E402
+from pump_keras.training.run_dir import check_manifest_paths  # noqa: E402
 
 
 def plot_features(records, feature_config: FeatureConfig, path: str) -> None:
@@ -62,13 +66,26 @@ def plot_features(records, feature_config: FeatureConfig, path: str) -> None:
 
 
 def main(argv=None) -> int:
+    """Runs the demo; returns the exit status (2, with an `error:` line, for data or a folder it cannot use)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=os.path.join("runs", "demo"), help="output folder")
     parser.add_argument("--data-dir", help="a MIMII or DCASE tree (default: synthetic)")
     parser.add_argument("--image-size", type=int, default=224)
     args = parser.parse_args(argv)
+    try:
+        run_demo(args)
+    except (ValueError, OSError, tf.errors.OpError) as error:
+        message = error.message if isinstance(error, tf.errors.OpError) else error
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    return 0
 
+
+def run_demo(args) -> None:
+    """The demo of parsed arguments: data, split, one epoch of images, the feature plot."""
     started = time.perf_counter()
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise NotADirectoryError(f"--out {args.out} is a file, not a folder: choose a folder for the demo's output.")
     os.makedirs(args.out, exist_ok=True)
     data_dir = args.data_dir
     if data_dir is None:
@@ -76,13 +93,14 @@ def main(argv=None) -> int:
         data_dir = os.path.join(args.out, "data")
         print(f"Data demo on built-in synthetic pump recordings (written to {data_dir}); "
               "pass --data-dir for real MIMII/DCASE data.")
-        generate_dataset(data_dir, synthetic)
+        generate_dataset(data_dir, synthetic, log=print)
     else:
         print(f"Data demo on {data_dir}.")
 
     feature_config = FeatureConfig(image_size=args.image_size)
     data_config = DataConfig(data_dir=data_dir, batch_size=16)
     splits = prepare_splits(data_config, feature_config, run_dir=args.out)
+    check_manifest_paths(splits, data_dir, os.path.join(args.out, MANIFEST_NAME))
     print(format_summary([r for records in splits.values() for r in records]))
     print(describe_splits(splits))
 
@@ -103,7 +121,6 @@ def main(argv=None) -> int:
     print(f"Image cache:    {os.path.join(args.out, 'cache')}")
     print(f"Feature plot:   {picture}")
     print(f"Done in {time.perf_counter() - started:.1f} s.")
-    return 0
 
 
 if __name__ == "__main__":

@@ -23,7 +23,9 @@ import argparse
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from pump_keras.tf_log_level import quiet_tensorflow_logs
+
+quiet_tensorflow_logs()
 
 
 def build_parser() -> argparse.ArgumentParser:

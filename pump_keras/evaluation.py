@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -177,11 +178,19 @@ def evaluate_run(run_dir: str, data_dir: Optional[str] = None, split: str = "tes
     if not os.path.exists(best):
         raise EvaluationError(f"{run_dir} holds no best.keras: train it first (python -m pump_keras.train).")
     records = eval_records(run_config, run_dir, data_dir, split, snr_db, folder_snr_db)
+    started = time.perf_counter()
+
+    def progress(step: str) -> None:
+        log(f"{step} ({time.perf_counter() - started:.0f} s so far)")
+
     model = load_model(best)
     cache_dir = os.path.join(run_dir, "cache")
+    progress(f"Scoring {len(records['val'])} validation clips with {best}...")
     val_scores = score_records(model, records["val"], run_config, cache_dir, "val")
     eval_name = split if data_dir is None else f"external-{split}"  # cache files are keyed by the clips too
+    progress(f"Scoring {len(records['eval'])} {split} clips...")
     scores = score_records(model, records["eval"], run_config, cache_dir, eval_name)
+    progress(f"Metrics with {eval_config.bootstrap} bootstrap resamples...")
     val_labels = np.array([r.label for r in records["val"]])
     labels = np.array([r.label for r in records["eval"]])
     threshold = choose_threshold(val_labels, val_scores, eval_config)
@@ -206,13 +215,15 @@ def evaluate_run(run_dir: str, data_dir: Optional[str] = None, split: str = "tes
         "per_snr": metrics.grouped_metrics(labels, scores, snrs, threshold, max_fpr=eval_config.max_fpr),
     }
     if baselines:
+        progress("Baselines on the same clips...")
         result["baselines"], baseline_scores = baseline_results(
-            records, run_config, eval_config, labels, val_labels, run_dir)
+            records, run_config, eval_config, labels, val_labels, run_dir, log)
         result["verdict"] = compare_with_baseline(labels, scores, baseline_scores, eval_config)
     report_dir = os.path.join(run_dir, REPORT_DIR)
     os.makedirs(report_dir, exist_ok=True)
     figures = {}
     if plots:
+        progress("Figures...")
         figures = draw_figures(model, run_dir, report_dir, run_config, records["eval"], labels, scores, threshold)
     result["figures"] = figures
     atomic_write_bytes(os.path.join(report_dir, "evaluation.json"),
@@ -223,10 +234,12 @@ def evaluate_run(run_dir: str, data_dir: Optional[str] = None, split: str = "tes
 
 
 def baseline_results(records: dict, run_config: RunConfig, eval_config: EvalConfig,
-                     labels: np.ndarray, val_labels: np.ndarray, run_dir: str):
+                     labels: np.ndarray, val_labels: np.ndarray, run_dir: str,
+                     log: Optional[Callable[[str], None]] = None):
     """The majority class and the log-mel logistic regression, thresholds chosen on val like the model's.
 
     Returns their metrics and the logistic regression's scores of the evaluated clips.
+    `log` receives the progress of the features not yet cached.
     """
     from pump_keras import baselines
     from pump_keras.data.split import read_manifest
@@ -234,7 +247,7 @@ def baseline_results(records: dict, run_config: RunConfig, eval_config: EvalConf
     splits = read_manifest(os.path.join(run_dir, "split.csv"))
     splits = {**splits, "eval": records["eval"]}
     scores = baselines.run_baselines(splits, run_config.features, eval_split="eval",
-                                     cache_dir=os.path.join(run_dir, "cache"))
+                                     cache_dir=os.path.join(run_dir, "cache"), log=log)
     train_labels = np.array([r.label for r in splits["train"]])
     predicts_abnormal = train_labels.mean() > 0.5
     constant = float(scores["majority"][0])

@@ -41,7 +41,9 @@ import time
 import warnings
 from typing import Callable, Optional, Tuple
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from pump_keras.tf_log_level import quiet_tensorflow_logs
+
+quiet_tensorflow_logs()
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -71,6 +73,25 @@ def next_version(model_dir: str) -> int:
         return 1
     versions = [int(name) for name in os.listdir(model_dir) if name.isdigit()]
     return max(versions, default=0) + 1
+
+
+def remove_staging_folders(model_dir: str) -> list:
+    """Removes the hidden staging folders (`.N.xxxxxxxx`) that killed exports left in `model_dir`.
+
+    Returns the removed paths. An export into the same folder running at this
+    moment would lose its staging folder and fail; exports into one model
+    folder run one at a time.
+    """
+    if not os.path.isdir(model_dir):
+        return []
+    removed = []
+    for name in sorted(os.listdir(model_dir)):
+        version, _, suffix = name[1:].partition(".")
+        path = os.path.join(model_dir, name)
+        if name.startswith(".") and version.isdigit() and suffix and os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def run_threshold(run_dir: str) -> Tuple[float, str]:
@@ -206,6 +227,7 @@ def export_saved_model(model: keras.Model, features: FeatureConfig, model_dir: s
         archive.add_endpoint(name, function)
         log(f"  traced {name} ({time.perf_counter() - step:.0f} s)")
     os.makedirs(model_dir, exist_ok=True)
+    remove_staging_folders(model_dir)
     staging = tempfile.mkdtemp(prefix=f".{version}.", dir=model_dir)
     try:
         step = time.perf_counter()

@@ -19,7 +19,9 @@ import os
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from pump_keras.tf_log_level import quiet_tensorflow_logs
+
+quiet_tensorflow_logs()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,6 +106,7 @@ def main(argv=None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
+    from pump_keras.training.custom_loop import WorkerLostError
     from pump_keras.training.loop import TrainingError, train
     from pump_keras.training.run_dir import RunDirError
     from pump_keras.training.setup import InitError
@@ -111,7 +114,7 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     try:
         result = train(config)
-    except (TrainingError, RunDirError, InitError, ConfigError, ValueError) as error:
+    except (TrainingError, RunDirError, InitError, ConfigError, WorkerLostError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     test = result.metrics.get("test", {})

@@ -9,6 +9,7 @@ import csv
 import json
 import math
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -147,10 +148,11 @@ def run_script(script, *args):
     return result.stdout
 
 
-def run_two_workers(command, folder):
+def run_two_workers(command, folder, expected=(0, 0), on_start=None):
     """Runs `command` as worker 0 and worker 1 of a local cluster; returns each one's output.
 
-    Both must exit 0 within the timeout; on any failure both are killed.
+    Both must exit with `expected` within the timeout; on any failure both are
+    killed. `on_start(processes, log_paths)` runs once both have started.
     """
     ports = free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
@@ -162,9 +164,11 @@ def run_two_workers(command, folder):
             logs.append(log)
             processes.append(subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log,
                                               stderr=subprocess.STDOUT, text=True))
+        if on_start is not None:
+            on_start(processes, [folder / f"worker-{index}.log" for index in range(2)])
         deadline = time.monotonic() + TIMEOUT
         while any(p.poll() is None for p in processes):
-            failed = [p for p in processes if p.poll() not in (None, 0)]
+            failed = [p for p, code in zip(processes, expected) if p.poll() not in (None, code)]
             if failed or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
@@ -173,7 +177,7 @@ def run_two_workers(command, folder):
             log.seek(0)
             outputs.append(log.read())
         codes = [p.poll() for p in processes]
-        assert codes == [0, 0], f"exit codes {codes} (None: still running after {TIMEOUT} s)\n" + "\n".join(
+        assert codes == list(expected), f"exit codes {codes} (None: still running after {TIMEOUT} s)\n" + "\n".join(
             f"--- worker {i} ---\n{out[-4000:]}" for i, out in enumerate(outputs))
         return outputs
     finally:
@@ -273,3 +277,69 @@ def test_two_workers_train_identical_models(tmp_path):
              for folder in (chief, other)]
     assert clips[0] == clips[1]
     assert any(name.startswith("events") for _, _, files in os.walk(chief / "logs") for name in files)
+
+
+def multiworker_command(run_dir, *extra):
+    return [sys.executable, "-m", "pump_keras.train", "--run-dir", str(run_dir),
+            "--set", "train.strategy=multiworker", *(a for s in SMALL for a in ("--set", s)),
+            "--no-export", "--verbose", "2", *extra]
+
+
+def test_workers_that_completed_different_epochs_refuse_to_resume(tmp_path):
+    from pump_keras.config_io import config_to_json
+    from pump_keras.train import build_parser, resolve_config
+
+    run_dir = tmp_path / "run"
+    command = multiworker_command(run_dir, "--epochs", "3")
+    config = resolve_config(build_parser().parse_args(command[3:]))
+    states = {}
+    for folder, epochs in ((run_dir, 2), (tmp_path / "run.worker-1", 1)):
+        folder.mkdir()
+        (folder / "config.json").write_text(config_to_json(config))
+        states[folder] = json.dumps({"epochs_completed": epochs, "history": [], "best_value": None,
+                                     "best_epoch": None})
+        (folder / "state.json").write_text(states[folder])
+    outputs = run_two_workers(command, tmp_path, expected=(2, 2))
+    for out in outputs:
+        assert "error: The workers have completed different numbers of epochs" in out, out[-3000:]
+        assert f"worker 0 ({run_dir / 'state.json'}): 2" in out and f"worker 1 ({run_dir}.worker-1" in out
+        assert "Traceback" not in out
+    for folder, state in states.items():
+        assert (folder / "state.json").read_text() == state
+        assert not (folder / "last.keras").exists()
+
+
+def test_a_worker_lost_mid_run_stops_the_others_with_a_clear_error(tmp_path):
+    def kill_worker_1_once_it_has_split_the_data(processes, logs):
+        # By then the cluster has formed; worker 0 is at or near its first collective.
+        deadline = time.monotonic() + TIMEOUT
+        while "normal / " not in logs[1].read_text():
+            assert time.monotonic() < deadline and processes[1].poll() is None, logs[1].read_text()[-3000:]
+            time.sleep(0.2)
+        processes[1].kill()
+        processes[1].wait()
+
+    started = time.monotonic()
+    command = multiworker_command(tmp_path / "run", "--epochs", "2", "--set", "train.collective_timeout_s=30")
+    outputs = run_two_workers(command, tmp_path, expected=(2, -signal.SIGKILL),
+                              on_start=kill_worker_1_once_it_has_split_the_data)
+    assert "error: Lost contact with another worker (" in outputs[0], outputs[0][-3000:]
+    assert "Traceback" not in outputs[0]
+    assert time.monotonic() - started < TIMEOUT / 2
+
+
+def test_collectives_of_a_multiworker_run_time_out_as_configured():
+    script = """
+from pump_keras.config import TrainConfig
+from pump_keras.training import setup
+for timeout in (7.0, 0.0):
+    strategy = setup.make_strategy(TrainConfig(strategy="multiworker", collective_timeout_s=timeout))
+    print("TIMEOUT", strategy.extended._communication_options.timeout_seconds)
+"""
+    cluster = {"worker": [f"127.0.0.1:{free_ports(1)[0]}"]}
+    env = {**ENV, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 0}})}
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, env=env, capture_output=True,
+                            text=True, timeout=TIMEOUT)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert [line for line in result.stdout.splitlines() if line.startswith("TIMEOUT")] == [
+        "TIMEOUT 7.0", "TIMEOUT None"]

@@ -10,7 +10,7 @@ from pump_keras.config import replace
 from pump_keras.config_io import config_to_json, preset
 from pump_keras.training import recipe
 from pump_keras.training.loop import LAST_PENDING, TrainingError, check_splits, improves, restore_checkpoint
-from pump_keras.training.run_dir import RunDirectory, RunDirError, config_differences
+from pump_keras.training.run_dir import RunDirectory, RunDirError, check_manifest_paths, config_differences
 
 
 def config_in(path):
@@ -119,3 +119,21 @@ def test_checkpoint_rules_rank_epochs_as_documented():
     assert improves({"val_loss": 9.0, "val_auc": 0.1}, 3, "last")
     with pytest.raises(ValueError, match="checkpoint_metric"):
         replace(preset("quick").train, checkpoint_metric="best")
+
+
+class Record:
+    def __init__(self, path):
+        self.path = str(path)
+
+
+def test_a_manifest_may_only_list_files_inside_the_data_folder(tmp_path):
+    data, elsewhere = tmp_path / "data", tmp_path / "disk2"
+    elsewhere.mkdir()
+    data.mkdir()
+    (data / "linked").symlink_to(elsewhere)  # a data folder may link to another disk
+    inside = {"train": [Record(data / "a.wav"), Record(data / "linked" / "b.wav")], "val": [], "test": []}
+    check_manifest_paths(inside, str(data), "split.csv")
+    check_manifest_paths({"train": [Record(elsewhere / "c.wav")]}, None, "split.csv")  # no folder to keep to
+    for escaping in (data / ".." / "disk2" / "c.wav", elsewhere / "c.wav", tmp_path / "data2" / "d.wav"):
+        with pytest.raises(RunDirError, match=r"split.csv lists .* \(val split\), which is outside the data folder"):
+            check_manifest_paths({"train": inside["train"], "val": [Record(escaping)]}, str(data), "split.csv")

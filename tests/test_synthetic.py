@@ -152,8 +152,10 @@ def test_cli_writes_the_tree(tmp_path, capsys):
     assert len(files) == 8
     assert os.path.join(str(out), "6_dB_pump", "pump", "id_04", "abnormal", "00000000.wav") in files
     assert os.path.join(str(out), "-6_dB_pump", "pump", "id_00", "normal", "00000000.wav") in files
-    line = capsys.readouterr().out.strip()
-    assert "8 files" in line and str(out) in line and len(line.splitlines()) == 1
+    *progress, line = capsys.readouterr().out.strip().splitlines()
+    assert "8 files" in line and str(out) in line
+    assert [p.split(" (")[0] for p in progress] == [  # one progress line per machine id
+        "Synthetic recordings: id_00 done, 4/8 files", "Synthetic recordings: id_04 done, 8/8 files"]
     with pytest.raises(SystemExit):
         synthetic.main(["--out", str(out), "--machine-ids", "01"])
 

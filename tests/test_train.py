@@ -175,3 +175,152 @@ def test_init_from_another_architecture_is_refused(tmp_path, capsys):
     assert status == 2
     assert "architecture differs" in errors and str(other) in errors, errors
     assert not (tmp_path / "run" / "config.json").exists()
+
+
+def resumable_copy(run_dir, folder):
+    """A copy of a finished run whose manifest points at the copy's own recordings."""
+    import shutil
+
+    from pump_keras.data.split import read_manifest, write_manifest
+
+    shutil.copytree(run_dir, folder, ignore=shutil.ignore_patterns("cache", "logs"))
+    splits = read_manifest(folder / "split.csv")
+    moved = {name: [replace_path(r, str(r.path).replace(str(run_dir), str(folder), 1)) for r in records]
+             for name, records in splits.items()}
+    write_manifest(folder / "split.csv", moved)
+    return moved
+
+
+def replace_path(record, path):
+    import dataclasses
+
+    return dataclasses.replace(record, path=path)
+
+
+def test_resume_names_the_damaged_or_missing_file(short_run, tmp_path, capsys):
+    run_dir = tmp_path / "copy"
+    splits = resumable_copy(short_run, run_dir)
+    manifest = (run_dir / "split.csv").read_text()
+
+    # A manifest that reaches outside the data folder.
+    outside = tmp_path / "elsewhere.wav"
+    outside.write_bytes(open(splits["test"][0].path, "rb").read())
+    (run_dir / "split.csv").write_text(manifest.replace(splits["test"][0].path, str(outside)))
+    status, errors = cli_error(capsys, run_dir, *SHORT)
+    assert status == 2 and f"lists {outside} (test split), which is outside the data folder" in errors, errors
+    (run_dir / "split.csv").write_text(manifest)
+
+    # A recording removed since the run started.
+    missing = splits["test"][0].path
+    os.rename(missing, tmp_path / "moved.wav")
+    status, errors = cli_error(capsys, run_dir, *SHORT)
+    assert status == 2 and errors.startswith(f"error: {missing}: cannot read file"), errors
+    os.rename(tmp_path / "moved.wav", missing)
+
+    # An empty state.json, then a truncated last.keras.
+    state = (run_dir / "state.json").read_bytes()
+    (run_dir / "state.json").write_text("")
+    status, errors = cli_error(capsys, run_dir, *SHORT)
+    assert status == 2 and f"error: {run_dir / 'state.json'} is empty" in errors, errors
+    (run_dir / "state.json").write_bytes(state)
+    last = (run_dir / "last.keras").read_bytes()
+    (run_dir / "last.keras").write_bytes(last[: len(last) // 2])
+    status, errors = cli_error(capsys, run_dir, *SHORT)
+    assert status == 2 and f"error: {run_dir / 'last.keras'} cannot be read" in errors, errors
+    assert (run_dir / "state.json").read_bytes() == state
+
+
+def test_best_checkpoint_is_never_newer_than_the_committed_state(tmp_path, monkeypatch):
+    from pump_keras.config_io import load_config
+    from pump_keras.training import loop
+    from pump_keras.training.run_dir import RunDirectory
+
+    config = load_config("quick", overrides=[
+        f"run_dir={tmp_path / 'run'}", "train.epochs=2", "train.checkpoint_metric=val_loss", "train.verbose=0",
+        "synthetic.clips_per_class=8", "synthetic.abnormal_clips_per_id=8", "synthetic.seconds=1.0",
+        "export.enabled=false"])
+    monkeypatch.setattr(loop, "improves", lambda row, best, metric: True)  # every epoch becomes the best
+    write_json = RunDirectory.write_json
+
+    def killed_before_the_second_state(self, name, values):
+        if name == RunDirectory.STATE and values["epochs_completed"] == 2:
+            raise KeyboardInterrupt
+        write_json(self, name, values)
+
+    monkeypatch.setattr(RunDirectory, "write_json", killed_before_the_second_state)
+    with pytest.raises(KeyboardInterrupt):
+        loop.train(config, log=lambda line: None)
+    run_dir = tmp_path / "run"
+    assert json.loads((run_dir / "state.json").read_text())["best_epoch"] == 1
+    for a, b in zip(weights(run_dir / "best.keras"), weights(run_dir / "last.keras")):  # epoch 1's, both
+        np.testing.assert_array_equal(a, b)
+    monkeypatch.setattr(RunDirectory, "write_json", write_json)
+    result = loop.train(config, log=lambda line: None)
+    assert result.resumed_from_epoch == 1 and result.metrics["best_epoch"] == 2
+    assert (run_dir / "best.keras").read_bytes() == (run_dir / "last.keras").read_bytes()
+
+
+def test_the_next_export_removes_a_killed_exports_staging_folder(tmp_path):
+    import keras
+
+    from pump_keras.config import FeatureConfig
+    from pump_keras.export import export_saved_model
+
+    features = FeatureConfig(image_size=32)
+    inputs = keras.Input(features.input_shape)
+    model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.GlobalAveragePooling2D()(inputs)))
+    staging = tmp_path / "models" / ".1.k1lled00"
+    (staging / "variables").mkdir(parents=True)
+    (tmp_path / "models" / ".keep").write_text("a user's file")
+    path = export_saved_model(model, features, str(tmp_path / "models"))
+    assert path == str(tmp_path / "models" / "1") and os.path.isfile(os.path.join(path, "saved_model.pb"))
+    assert sorted(os.listdir(tmp_path / "models")) == [".keep", "1"]
+
+
+# The entry points whose work imports TensorFlow (`python -m pump_keras.X`).
+TENSORFLOW_ENTRY_POINTS = ("train", "evaluate", "export", "predict", "demo", "ablate")
+
+# Imports one entry point with TensorFlow and Keras blocked: prints the C++ log
+# level at the moment the module first asks for either, else after its import.
+LOG_LEVEL_PROBE = """
+import importlib, importlib.abc, os, sys
+
+class Probe(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in ("tensorflow", "keras"):
+            print("LEVEL", os.environ.get("TF_CPP_MIN_LOG_LEVEL"), flush=True)
+            os._exit(0)
+
+sys.meta_path.insert(0, Probe())
+importlib.import_module(sys.argv[1])
+print("LEVEL", os.environ.get("TF_CPP_MIN_LOG_LEVEL"), flush=True)
+"""
+
+
+def test_every_entry_point_quiets_tensorflow_before_importing_it_unless_the_user_chose():
+    # TensorFlow reads TF_CPP_MIN_LOG_LEVEL once, at its import; 3 keeps its
+    # C++ start-up lines ("failed call to cuInit", "NodeDef mentions attribute") away.
+    for user_level, expected in ((None, "3"), ("0", "0")):
+        env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+        if user_level is not None:
+            env["TF_CPP_MIN_LOG_LEVEL"] = user_level
+        for name in TENSORFLOW_ENTRY_POINTS:
+            result = subprocess.run([sys.executable, "-c", LOG_LEVEL_PROBE, f"pump_keras.{name}"], cwd=REPO_ROOT,
+                                    env=env, capture_output=True, text=True, timeout=120)
+            assert result.stdout.strip() == f"LEVEL {expected}", (name, user_level, result.stdout, result.stderr)
+
+
+def test_evaluation_reports_its_progress(short_run, tmp_path):
+    from pump_keras.evaluation import evaluate_run
+
+    run_dir = tmp_path / "copy"
+    counts = {name: len(records) for name, records in resumable_copy(short_run, run_dir).items()}
+    lines = []
+    evaluate_run(str(run_dir), plots=False, log=lines.append)
+    steps = [line.split(" (")[0] for line in lines]
+    assert steps[:4] == [f"Scoring {counts['val']} validation clips with {run_dir / 'best.keras'}...",
+                         f"Scoring {counts['test']} test clips...", "Metrics with 1000 bootstrap resamples...",
+                         "Baselines on the same clips..."], lines
+    for name, count in (("train", counts["train"]), ("val", counts["val"]), ("eval", counts["test"])):
+        assert f"Baseline log-mel features of {count} {name} clips..." in steps, lines  # nothing cached in the copy
+    assert lines[-1].startswith("Report: ")

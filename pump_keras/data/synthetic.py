@@ -98,7 +98,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy import fft as sp_fft
@@ -872,17 +872,21 @@ def clips_of_class(config: SyntheticConfig, label: str) -> int:
     return config.clips_per_class
 
 
-def generate_dataset(out_dir: str, config: SyntheticConfig) -> List[str]:
+def generate_dataset(out_dir: str, config: SyntheticConfig,
+                     log: Optional[Callable[[str], None]] = None) -> List[str]:
     """Writes the whole tree under `out_dir`; returns the written paths, sorted.
 
     Each recording is synthesised once and mixed at every SNR of the config.
     Files already there are overwritten atomically; others are left alone.
+    With `log`, one progress line per machine id written.
     """
     validate_config(config)
     out_dir = os.fspath(out_dir)
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ValueError(f"Output path {out_dir!r} exists and is not a folder.")
     written = []
+    started = time.perf_counter()
+    total = sum(clips_of_class(config, label) for label in LABELS) * len(config.machine_ids) * len(config.snr_db)
     for machine_id in config.machine_ids:
         for label in LABELS:
             for index in range(clips_of_class(config, label)):
@@ -892,6 +896,9 @@ def generate_dataset(out_dir: str, config: SyntheticConfig) -> List[str]:
                     path = clip_path(out_dir, snr, machine_id, label, index)
                     write_wav(path, to_int16(clip), config.sample_rate, extensible=True)
                     written.append(path)
+        if log is not None:
+            log(f"Synthetic recordings: id_{machine_id} done, {len(written)}/{total} files "
+                f"({time.perf_counter() - started:.0f} s).")
     return sorted(written)
 
 
@@ -932,7 +939,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             fault_boost_db=args.fault_boost_db,
         )
         start = time.perf_counter()
-        paths = generate_dataset(args.out, config)
+        paths = generate_dataset(args.out, config, log=print)
     except ValueError as error:
         parser.error(str(error))
     elapsed = time.perf_counter() - start

@@ -36,9 +36,11 @@ locally, in order, with no gathering and no collective to keep in step.
 
 from __future__ import annotations
 
+import contextlib
+import re
 import time
 import weakref
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import keras
 import numpy as np
@@ -46,6 +48,46 @@ import tensorflow as tf
 
 from pump_keras.config import TrainConfig
 from pump_keras.training import recipe
+
+
+class WorkerLostError(RuntimeError):
+    """Another worker stopped taking part (it failed, was killed, or did not answer in time)."""
+
+
+# What a collective raises when a peer is gone: TensorFlow's health check
+# aborts the collectives (Unavailable), or one times out (DeadlineExceeded).
+COLLECTIVE_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+                     tf.errors.AbortedError, tf.errors.CancelledError)
+
+TASK_TYPES = ("chief", "worker")
+
+
+def gather_tasks(strategy: tf.distribute.Strategy, value: int) -> Dict[Tuple[str, int], int]:
+    """`value` of every task of the cluster, by `(task_type, task_id)`.
+
+    A collective: every worker must call it, and each gets the same answer.
+    """
+    resolver = strategy.cluster_resolver
+    row = tf.constant([[TASK_TYPES.index(resolver.task_type), resolver.task_id, value]], tf.float32)
+    per_replica = strategy.experimental_distribute_values_from_function(lambda context: row)
+    rows = np.asarray(strategy.gather(per_replica, axis=0)).round().astype(int)
+    return {(TASK_TYPES[kind], task_id): int(got) for kind, task_id, got in rows}
+
+
+@contextlib.contextmanager
+def worker_loss_as_error(config: TrainConfig):
+    """Turns the errors of a collective whose peers are gone into a `WorkerLostError` that says what to do."""
+    try:
+        yield
+    except COLLECTIVE_ERRORS as error:
+        # TensorFlow prefixes the op's name in braces; the first line after it says what happened.
+        reason = re.sub(r"^\{\{.*?\}\}\s*", "", error.message or "").strip().splitlines()
+        reason = reason[0].rstrip(":") if reason else type(error).__name__
+        limit = f"{config.collective_timeout_s:g} s" if config.collective_timeout_s else "no limit"
+        raise WorkerLostError(
+            f"Lost contact with another worker ({reason}; train.collective_timeout_s: {limit}). "
+            "This worker stopped; its run directory keeps the last completed epoch. "
+            "Run the same command on every worker again to resume.") from error
 
 
 def distribute(strategy: tf.distribute.Strategy, dataset: tf.data.Dataset):

@@ -15,13 +15,13 @@ import numpy as np
 import tensorflow as tf
 
 from pump_keras.config import RunConfig, replace, to_dict
-from pump_keras.data.index import machine_group
+from pump_keras.data.index import check_audio_headers, machine_group
 from pump_keras.data.pipeline import make_dataset
 from pump_keras.data.prepare import MANIFEST_NAME, prepare_splits
 from pump_keras.data.split import describe_splits, write_manifest
 from pump_keras.data.synthetic import generate_dataset
 from pump_keras.training import custom_loop, recipe, setup
-from pump_keras.training.run_dir import RunDirectory
+from pump_keras.training.run_dir import RunDirectory, check_manifest_paths
 from pump_keras.wavfile import atomic_write_bytes
 
 
@@ -53,7 +53,7 @@ def synthetic_data_dir(config: RunConfig, run: RunDirectory, log: Callable) -> s
             if json.load(handle) == json.loads(json.dumps(expected)):
                 return folder
     started = time.perf_counter()
-    paths = generate_dataset(folder, config.synthetic)
+    paths = generate_dataset(folder, config.synthetic, log=log if config.train.verbose else None)
     with open(marker + ".tmp", "w", encoding="utf-8") as handle:
         json.dump(expected, handle)
     os.replace(marker + ".tmp", marker)
@@ -136,7 +136,8 @@ def baseline_scores(splits: dict, config: RunConfig, run: RunDirectory, log: Cal
     if not splits.get("test"):
         return None
     started = time.perf_counter()
-    scores = run_baselines(splits, config.features, eval_split="test", cache_dir=run.file("cache"))
+    scores = run_baselines(splits, config.features, eval_split="test", cache_dir=run.file("cache"),
+                           log=log if config.train.verbose else None)
     log(f"Baseline (log-mel logistic regression) fitted in {time.perf_counter() - started:.1f} s.")
     return scores["logistic_regression"]
 
@@ -175,13 +176,37 @@ def restore_checkpoint(model: keras.Model, run: RunDirectory, iterations: int) -
     for name in (LAST_PENDING, RunDirectory.LAST):
         if not run.exists(name):
             continue
-        model.load_weights(run.file(name))
+        try:
+            model.load_weights(run.file(name))
+        except Exception as error:  # a truncated or foreign file: say which, not the zip library's words
+            if name == LAST_PENDING:  # an interrupted commit's file; the committed one follows
+                continue
+            raise TrainingError(f"{run.file(name)} cannot be read ({type(error).__name__}: {error}); the "
+                                "checkpoint is damaged. Restore it, or remove "
+                                f"{run.file(RunDirectory.STATE)} to start the run over.") from error
         if int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == iterations:
             if name == LAST_PENDING:
                 os.replace(run.file(LAST_PENDING), run.file(RunDirectory.LAST))
             return
     raise TrainingError(f"{run.path}: no checkpoint matches the saved state ({iterations} steps); "
                         f"the run cannot be resumed. Remove {run.file(RunDirectory.STATE)} to start over.")
+
+
+def copy_checkpoint(run: RunDirectory, source: str, target: str) -> None:
+    """Copies the checkpoint `source` of the run directory to `target`, atomically."""
+    with open(run.file(source), "rb") as handle:
+        atomic_write_bytes(run.file(target), handle.read())
+
+
+def complete_best_checkpoint(run: RunDirectory, state: dict) -> None:
+    """Makes `best.keras` the committed last epoch's checkpoint when the state records that epoch as best.
+
+    `best.keras` is written only after `state.json` has recorded its epoch,
+    from `last.keras`, so it is never newer than the state; called again on
+    resume, it finishes a commit that was interrupted before the copy.
+    """
+    if state.get("best_epoch") is not None and state["best_epoch"] == state["epochs_completed"]:
+        copy_checkpoint(run, RunDirectory.LAST, RunDirectory.BEST)
 
 
 def train(config: RunConfig, log: Callable[[str], None] = print) -> TrainResult:
@@ -193,6 +218,39 @@ def train(config: RunConfig, log: Callable[[str], None] = print) -> TrainResult:
         log(f"Note: TensorFlow's runtime started before this run, with its {allocator} CPU allocator, "
             f"not the configured {config.train.cpu_allocator!r}; results are the same, only the speed "
             "differs (train first in a fresh process to get it).")
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        with custom_loop.worker_loss_as_error(config.train):
+            return _train_under(strategy, config, log)
+    return _train_under(strategy, config, log)
+
+
+def agree_on_resume_epoch(strategy: tf.distribute.Strategy, config: RunConfig, epochs_completed: int) -> None:
+    """Checks that every worker of a multi-worker run resumes after the same epoch (a collective).
+
+    Each worker resumes from its own copy of the run; workers that have
+    completed different epochs would train in lockstep on different epochs
+    (different data order and learning rate) and end with different models.
+
+    Raises:
+        TrainingError: the workers' saved states differ; every worker raises it.
+    """
+    completed = custom_loop.gather_tasks(strategy, epochs_completed)
+    if len(set(completed.values())) == 1:
+        return
+    has_chief = any(task_type == "chief" for task_type, _ in completed)
+    folders = {task: setup.task_run_dir(config.run_dir, *task, has_chief) for task in completed}
+    listed = ", ".join(f"{task_type} {task_id} ({os.path.join(folders[task_type, task_id], RunDirectory.STATE)}): "
+                       f"{epochs}" for (task_type, task_id), epochs in sorted(completed.items()))
+    ahead = max(completed, key=completed.get)
+    raise TrainingError(
+        f"The workers have completed different numbers of epochs ({listed}); resuming them would train "
+        "different models. Nothing was changed. Every worker holds the same model after an epoch, so copy "
+        f"the run directory that is furthest ({folders[ahead]}) over the others, or start over in new run "
+        "directories.")
+
+
+def _train_under(strategy: tf.distribute.Strategy, config: RunConfig, log: Callable[[str], None]) -> TrainResult:
+    """`train` once the runtime and the strategy are set up."""
     multiworker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     run = RunDirectory(setup.worker_run_dir(config.run_dir, strategy))
     resuming = run.check(config)
@@ -202,6 +260,9 @@ def train(config: RunConfig, log: Callable[[str], None] = print) -> TrainResult:
     # A new run's data and initial weights are checked before anything is
     # recorded, so a corrected command is not refused as "another config".
     splits = prepare_splits(data_config, config.features, run.path if resuming else None)
+    check_manifest_paths(splits, data_config.data_dir, run.file(MANIFEST_NAME) if resuming else data_config.split_file)
+    if resuming:  # a new run's files were checked as they were split
+        check_audio_headers([r for records in splits.values() for r in records], config.features.sample_rate)
     log(describe_splits(splits))
     check_splits(splits, data_config.batch_size)
 
@@ -210,9 +271,13 @@ def train(config: RunConfig, log: Callable[[str], None] = print) -> TrainResult:
         model = setup.build_model(config)
         recipe.compile_model(model, config.train, steps_per_epoch)
     state = run.read_state() if resuming else None
+    if multiworker:
+        agree_on_resume_epoch(strategy, config, state["epochs_completed"] if state else 0)
     if state is not None:
         state.setdefault("best_value", state.pop("best_val_loss", None))  # runs written before checkpoint_metric
         restore_checkpoint(model, run, state["epochs_completed"] * steps_per_epoch)
+        if config.train.checkpoint_metric != "last":
+            complete_best_checkpoint(run, state)
         log(f"Resuming {run.path} after epoch {state['epochs_completed']} of {config.train.epochs}.")
     else:
         state = {"epochs_completed": 0, "history": [], "best_value": None, "best_epoch": None}
@@ -257,19 +322,22 @@ def train(config: RunConfig, log: Callable[[str], None] = print) -> TrainResult:
         if improves(row, state["best_value"], config.train.checkpoint_metric):
             state["best_value"] = row.get(config.train.checkpoint_metric, epoch + 1)  # "last": the epoch
             state["best_epoch"] = epoch + 1
-            if config.train.checkpoint_metric != "last":  # "last" copies last.keras once, below
-                run.save_model(model, RunDirectory.BEST)
         # Commit order: the new checkpoint beside the old, the state, then the
-        # swap; `restore_checkpoint` finishes or discards a half-done commit.
+        # swap, then best.keras (never ahead of the state); `restore_checkpoint`
+        # and `complete_best_checkpoint` finish or discard a half-done commit.
         run.save_model(model, LAST_PENDING)
         run.write_history(state["history"])
         run.write_json(RunDirectory.STATE, state)
         os.replace(run.file(LAST_PENDING), run.file(RunDirectory.LAST))
+        if config.train.checkpoint_metric != "last":  # "last" copies last.keras once, below
+            complete_best_checkpoint(run, state)
 
     if config.train.checkpoint_metric == "last":
-        with open(run.file(RunDirectory.LAST), "rb") as handle:
-            atomic_write_bytes(run.file(RunDirectory.BEST), handle.read())
+        copy_checkpoint(run, RunDirectory.LAST, RunDirectory.BEST)
     model.load_weights(run.file(RunDirectory.BEST))
+    if config.train.verbose:
+        log(f"Evaluating {RunDirectory.BEST} (epoch {state['best_epoch']}) on "
+            + " and ".join(f"{len(splits[name])} {name}" for name in evaluation) + " clips...")
     predict = functools.partial(custom_loop.predict_logits, strategy=strategy) if multiworker else predict_scores
     result = evaluate_model(model, evaluation, splits, predict,
                             baseline_test_scores=baseline_scores(splits, config, run, log),

@@ -15,7 +15,7 @@ from pump_keras.wavfile import atomic_write_bytes
 
 # Settings that change how a run is shown, evaluated or exported, or how fast it runs, not what it trains.
 NON_RESULT_KEYS = {("preset",), ("run_dir",), ("train", "verbose"), ("train", "cpu_allocator"),
-                   ("export",), ("evaluation",)}
+                   ("train", "collective_timeout_s"), ("export",), ("evaluation",)}
 
 
 class RunDirError(ValueError):
@@ -46,13 +46,34 @@ def config_differences(old: RunConfig, new: RunConfig) -> List[str]:
             for key in sorted(set(before) | set(after)) if before.get(key) != after.get(key)]
 
 
+def check_manifest_paths(splits: dict, data_dir: Optional[str], manifest: Optional[str]) -> None:
+    """Every clip of a split read from `manifest` lies inside `data_dir` (nothing to check without one).
+
+    A manifest edited by hand, or copied from a run of other data, would
+    otherwise train on files outside the data folder the config names. The
+    paths are compared as written (`..` resolved), not through links: a
+    data folder may link to recordings on another disk.
+    """
+    if data_dir is None:
+        return
+    root = os.path.abspath(data_dir)
+    for name, records in splits.items():
+        for record in records:
+            path = os.path.abspath(record.path)
+            if os.path.commonpath([root, path]) != root:
+                raise RunDirError(f"{manifest or 'The split'} lists {record.path} ({name} split), which is "
+                                  f"outside the data folder {data_dir}: every clip must be inside it. Use "
+                                  "a manifest of this data folder, or another output folder.")
+
+
 class RunDirectory:
     """The files of one run, under `path`.
 
     `config.json` (the resolved config), `split.csv` (the split manifest),
     `state.json` (completed epochs, history, best validation loss),
     `last.keras` (model and optimizer after the last completed epoch),
-    `best.keras` (lowest validation loss), `history.csv`, `logs/`
+    `best.keras` (the epoch `train.checkpoint_metric` keeps, copied from
+    `last.keras` once `state.json` records it), `history.csv`, `logs/`
     (TensorBoard), `metrics.json`. Every file is replaced atomically.
     """
 
@@ -122,8 +143,19 @@ class RunDirectory:
         """The saved training state, or None before the first completed epoch."""
         if not self.exists(self.STATE):
             return None
-        with open(self.file(self.STATE), encoding="utf-8") as handle:
-            return json.load(handle)
+        path = self.file(self.STATE)
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+        try:
+            state = json.loads(text)
+        except ValueError as error:
+            problem = "is empty" if not text.strip() else f"is not valid JSON ({error})"
+            raise RunDirError(f"{path} {problem}: the run's progress is lost. Remove it to start the run over, "
+                              "or use another --run-dir.") from error
+        if not isinstance(state, dict) or not isinstance(state.get("epochs_completed"), int):
+            raise RunDirError(f"{path} holds no completed epoch count: the run's progress is lost. Remove it "
+                              "to start the run over, or use another --run-dir.")
+        return state
 
     def write_json(self, name: str, values: dict) -> None:
         """Writes `values` as JSON to `name`, atomically."""

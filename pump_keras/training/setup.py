@@ -63,12 +63,21 @@ def make_strategy(config: TrainConfig) -> tf.distribute.Strategy:
             raise ValueError("strategy 'multiworker' needs TF_CONFIG naming the cluster and this worker's task.")
         # Before anything lists devices: that starts the runtime, and the
         # collective ops of this strategy must be configured before it starts.
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        options = tf.distribute.experimental.CommunicationOptions(
+            timeout_seconds=config.collective_timeout_s or None)
+        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
     gpus = tf.config.list_logical_devices("GPU")
     if config.strategy == "mirrored" or (config.strategy == "auto" and len(gpus) > 1):
         devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
         return tf.distribute.MirroredStrategy(devices=devices)
     return tf.distribute.get_strategy()
+
+
+def task_run_dir(run_dir: str, task_type: Optional[str], task_id: int, has_chief: bool) -> str:
+    """The run directory of one task of a cluster: `run_dir` for the chief, else `run_dir.TYPE-N`."""
+    if task_type in (None, "chief") or (task_type == "worker" and task_id == 0 and not has_chief):
+        return run_dir
+    return f"{run_dir}.{task_type}-{task_id}"
 
 
 def worker_run_dir(run_dir: str, strategy: tf.distribute.Strategy) -> str:
@@ -80,11 +89,8 @@ def worker_run_dir(run_dir: str, strategy: tf.distribute.Strategy) -> str:
     resolver = getattr(strategy, "cluster_resolver", None)
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or resolver is None:
         return run_dir
-    task_type, task_id = resolver.task_type, resolver.task_id
-    if task_type in (None, "chief") or (task_type == "worker" and task_id == 0
-                                        and "chief" not in resolver.cluster_spec().as_dict()):
-        return run_dir
-    return f"{run_dir}.{task_type}-{task_id}"
+    return task_run_dir(run_dir, resolver.task_type, resolver.task_id,
+                        "chief" in resolver.cluster_spec().as_dict())
 
 
 def model_options(model: ModelConfig, input_shape) -> dict:
