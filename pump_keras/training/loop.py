@@ -266,7 +266,7 @@ def _train_under(strategy: tf.distribute.Strategy, config: RunConfig, log: Calla
     log(describe_splits(splits))
     check_splits(splits, data_config.batch_size)
 
-    steps_per_epoch = len(splits["train"]) // data_config.batch_size  # full batches only
+    steps_per_epoch = math.ceil(len(splits["train"]) / data_config.batch_size)
     with strategy.scope():
         model = setup.build_model(config)
         recipe.compile_model(model, config.train, steps_per_epoch)
