@@ -148,11 +148,7 @@ def cached_images(images: tf.data.Dataset, path: str, count: int, shape) -> np.n
 
 def shuffled_batches(images: np.ndarray, labels: Sequence[float], batch_size: int,
                      seed: int) -> tf.data.Dataset:
-    """Full batches of `images` (indexable `[N, H, W, 1]`) and `labels` in a full permutation, new every pass.
-
-    The `N % batch_size` clips left over go to no batch in that pass (a
-    different few each pass), as for every training batch (`make_dataset`).
-    """
+    """Batches of `images` (indexable `[N, H, W, 1]`) and `labels` in a full permutation, new every pass."""
     count = len(labels)
     label_table = tf.constant(labels, tf.float32)
     shape = (None,) + tuple(images.shape[1:])
@@ -164,7 +160,7 @@ def shuffled_batches(images: np.ndarray, labels: Sequence[float], batch_size: in
         return batch, tf.gather(label_table, indices)
 
     order = tf.data.Dataset.range(count).shuffle(count, seed=seed, reshuffle_each_iteration=True)
-    return order.batch(batch_size, drop_remainder=True).map(gather)
+    return order.batch(batch_size).map(gather)
 
 
 def make_dataset(
@@ -181,13 +177,8 @@ def make_dataset(
         records: objects with `path` and `label` (e.g. `ClipRecord`s of one split).
         feature_config: how audio becomes an image.
         data_config: batch size, shuffle buffer and seed, parallelism, caching.
-        training: shuffle the whole list (seeded, reshuffled every pass)
-            and keep full batches only: a last batch of one or two clips
-            makes BatchNormalization divide by a variance of about zero, and
-            a few such steps blow the weights up (the leftover clips differ
-            every pass, so each clip is still trained on). Otherwise the
-            order is kept and every record is in a batch, so predictions
-            line up with `records`.
+        training: shuffle the whole list (seeded, reshuffled every pass);
+            order is kept otherwise, so predictions line up with `records`.
         cache_dir: where to cache images when `data_config.cache` is on.
         name: cache file name prefix (e.g. the split).
     """
@@ -231,7 +222,7 @@ def make_dataset(
         if caching:
             _remove_stale_lockfiles(prefix)
             dataset = dataset.cache(prefix)
-        dataset = dataset.batch(data_config.batch_size, drop_remainder=training)
+        dataset = dataset.batch(data_config.batch_size)
     dataset = dataset.map(
         lambda images, batch_labels: (to_backbone_channels(images, feature_config), batch_labels),
         num_parallel_calls=parallel,
