@@ -195,6 +195,23 @@ def test_learning_rate_follows_the_cosine_from_initial_to_final():
     assert loss.from_logits and loss.label_smoothing == 0.1
 
 
+
+def test_warm_up_rises_linearly_then_the_cosine_runs_and_clipping_reaches_the_optimizer():
+    config = TrainConfig(epochs=10, learning_rate=0.01, final_learning_rate=0.001, warmup_epochs=2)
+    schedule = recipe.learning_rate_schedule(config, 5)  # 10 warm-up steps of 50
+    assert float(schedule(0)) == pytest.approx(0.001)
+    assert float(schedule(5)) == pytest.approx(0.0055)
+    assert float(schedule(10)) == pytest.approx(0.01)
+    assert float(schedule(30)) == pytest.approx(0.0055)
+    assert float(schedule(50)) == pytest.approx(0.001)
+    assert recipe.make_optimizer(TrainConfig(), 3).global_clipnorm is None
+    for name in ("sgd", "adamw"):
+        assert recipe.make_optimizer(TrainConfig(optimizer=name, gradient_clip_norm=2.0), 3).global_clipnorm == 2.0
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        TrainConfig(warmup_epochs=-1)
+    with pytest.raises(ValueError, match="gradient_clip_norm"):
+        TrainConfig(gradient_clip_norm=0.0)
+
 ALLOCATOR_PROBE = """
 import hashlib, sys
 import keras, numpy as np, tensorflow as tf
