@@ -57,6 +57,7 @@ from pump_keras.model_info import METADATA_NAME, ModelInfoError, is_synthetic, r
 from pump_keras.serving_warmup import WARMUP_FILE, warmup_clip, write_warmup_file  # noqa: E402
 
 Log = Callable[[str], None]
+PIXEL_SLACK = 1e-6  # how far outside [0, 1] `serving_images` still takes a pixel
 
 
 class ExportError(ValueError):
@@ -144,7 +145,9 @@ def serving_functions(model: keras.Model, features: FeatureConfig, threshold: fl
             (tf.reduce_all(tf.equal(shape[1:], [rows, columns, channels])),
              lambda: tf.strings.format("shape {}, but the model takes [batch, {}, {}, {}]",
                                        (shape, rows, columns, channels))),
-            (tf.reduce_all((images >= 0.0) & (images <= 1.0)),
+            # A float32 rounding's worth of slack: the image step's resize
+            # can put a clipped 1.0 at 1.0000001.
+            (tf.reduce_all((images >= -PIXEL_SLACK) & (images <= 1.0 + PIXEL_SLACK)),
              lambda: tf.strings.format("values from {} to {}, but pixels must be finite and lie in [0, 1]",
                                        (tf.reduce_min(images), tf.reduce_max(images)))),
         ])
