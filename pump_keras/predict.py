@@ -48,8 +48,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from pump_keras.model_info import METADATA_NAME, clip_length_warnings, synthetic_warning  # noqa: E402
-from pump_keras.serving_client import collect_wav_files, readable_reason  # noqa: E402
-from pump_keras.wavfile import atomic_write_bytes, special_file_kind  # noqa: E402
+from pump_keras.serving_client import collect_wav_files, read_files, readable_reason  # noqa: E402
+from pump_keras.wavfile import atomic_write_bytes  # noqa: E402
 
 SIGNATURE = "serving_default"
 INPUT_NAME = "wav_bytes"
@@ -244,17 +244,7 @@ def score_wav_files(scorer: Scorer, paths: Sequence[str], batch_size: int = 32,
     results = []
     for start in range(0, len(paths), batch_size):
         batch = paths[start:start + batch_size]
-        outcomes, readable = [None] * len(batch), []
-        for i, path in enumerate(batch):
-            kind = special_file_kind(path)
-            if kind is not None:
-                outcomes[i] = f"{kind}, not a regular file: skipped without opening it"
-                continue
-            try:
-                with open(path, "rb") as handle:
-                    readable.append((i, handle.read()))
-            except OSError as error:
-                outcomes[i] = f"cannot read the file: {error.strerror or error}"
+        outcomes, readable = read_files(batch)
         if readable:
             scored = _score_isolating_failures(scorer, [data for _, data in readable])
             for (i, _), outcome in zip(readable, scored):

@@ -40,6 +40,8 @@ import urllib.error
 import urllib.request
 from typing import Iterable, List, Sequence
 
+from pump_keras.wavfile import special_file_kind
+
 INPUT_NAME = "wav_bytes"
 OUTPUT_NAMES = ("anomaly_score", "is_anomaly", "logit")
 BAD_REQUEST = 400
@@ -64,6 +66,27 @@ def collect_wav_files(paths: Iterable) -> List[str]:
         else:
             found.append(path)
     return found
+
+
+def read_files(paths: Sequence[str]):
+    """`(outcomes, readable)` of a batch of paths: `readable` holds `(index, bytes)` of each file
+    read, `outcomes[index]` the reason for each one that was not (else None).
+
+    A name that is not a regular file (a named pipe would block forever) is
+    never opened.
+    """
+    outcomes, readable = [None] * len(paths), []
+    for i, path in enumerate(paths):
+        kind = special_file_kind(path)
+        if kind is not None:
+            outcomes[i] = f"{kind}, not a regular file: skipped without opening it"
+            continue
+        try:
+            with open(path, "rb") as handle:
+                readable.append((i, handle.read()))
+        except OSError as error:
+            outcomes[i] = f"cannot read the file: {error.strerror or error}"
+    return outcomes, readable
 
 
 def readable_reason(text: str) -> str:
@@ -225,13 +248,7 @@ def score_files(url: str, paths: Sequence, signature: str = "serving_default",
     results = []
     for start in range(0, len(paths), batch_size):
         batch = paths[start:start + batch_size]
-        outcomes, readable = [None] * len(batch), []
-        for i, path in enumerate(batch):
-            try:
-                with open(path, "rb") as handle:
-                    readable.append((i, handle.read()))
-            except OSError as error:
-                outcomes[i] = f"cannot read the file: {error.strerror or error}"
+        outcomes, readable = read_files(batch)
         if readable:
             try:
                 scored = _score_contents(url, [data for _, data in readable], signature, timeout)

@@ -12,6 +12,7 @@ TF Serving itself.
 import base64
 import http.server
 import json
+import os
 import socket
 import threading
 
@@ -232,3 +233,16 @@ def test_model_info_makes_the_client_warn_like_predict(server, tmp_path, capsys)
     assert len(warnings) == 1 and warnings[0].startswith(f"warning: {short} is 1 s")
     assert serving_client.main([good, "--url", server.url, "--model-info", str(tmp_path)]) == 2
     assert "not a pump_keras export" in capsys.readouterr().err
+
+
+def test_a_named_pipe_among_the_files_is_a_failed_row_and_never_opened(tmp_path):
+    from pump_keras.serving_client import read_files
+    from tests.conftest import fails_instead_of_hanging
+
+    (tmp_path / "clip.wav").write_bytes(b"RIFF")
+    os.mkfifo(tmp_path / "pipe.wav")
+    paths = [str(tmp_path / "clip.wav"), str(tmp_path / "pipe.wav"), str(tmp_path / "gone.wav")]
+    with fails_instead_of_hanging(10):
+        outcomes, readable = read_files(paths)
+    assert readable == [(0, b"RIFF")]
+    assert outcomes[0] is None and "named pipe (FIFO)" in outcomes[1] and "cannot read" in outcomes[2]
