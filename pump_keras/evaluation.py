@@ -20,13 +20,13 @@ from pump_keras.verdict import compare_with_baseline
 from pump_keras.config import EvalConfig, RunConfig, replace
 from pump_keras.config_io import config_from_json
 from pump_keras.data.index import machine_group
+from pump_keras.data.split import leaked_examples
 from pump_keras.wavfile import atomic_write_bytes
 
 REPORT_DIR = "report"
 THRESHOLD_FILE = "threshold.json"
 INTERVAL_METRICS = ("accuracy", "balanced_accuracy", "f1", "auc", "pauc")
 ALL_CLIPS = "all"
-LEAK_EXAMPLES = 5
 
 
 class EvaluationError(ValueError):
@@ -154,11 +154,10 @@ def check_not_seen(records: Sequence, own_splits: Dict[str, List], split: str, r
     seen = {r.clip_key: name for name in roles for r in own_splits.get(name, [])}
     leaked = sorted({(r.clip_key, seen[r.clip_key]) for r in records if r.clip_key in seen})
     if leaked:
-        examples = "; ".join(f"{key} ({name})" for key, name in leaked[:LEAK_EXAMPLES])
-        more = f"; and {len(leaked) - LEAK_EXAMPLES} more" if len(leaked) > LEAK_EXAMPLES else ""
+        examples = leaked_examples([f"{key} ({name})" for key, name in leaked])
         raise EvaluationError(
             f"{data_dir}: {len(leaked)} recording(s) to evaluate were in the {'/'.join(roles)} split of "
-            f"{run_dir} (compared by clip key, at any SNR): {examples}{more}. Scores on them say nothing "
+            f"{run_dir} (compared by clip key, at any SNR): {examples}. Scores on them say nothing "
             "about new recordings; use --split test to score only the run's test recordings of that folder.")
 
 

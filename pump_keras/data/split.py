@@ -133,6 +133,15 @@ def _distance(position: float, low: float, high: float) -> float:
     return max(low - position, position - high, 0.0)
 
 
+LEAK_EXAMPLES = 5  # recordings an error message names before "and N more"
+
+
+def leaked_examples(texts: Sequence[str]) -> str:
+    """The first `LEAK_EXAMPLES` of `texts` joined by "; ", then "; and N more" for the rest."""
+    more = f"; and {len(texts) - LEAK_EXAMPLES} more" if len(texts) > LEAK_EXAMPLES else ""
+    return "; ".join(texts[:LEAK_EXAMPLES]) + more
+
+
 def check_both_classes(splits: Mapping[str, Sequence[ClipRecord]], ratios: Sequence[float]) -> None:
     """Raises if a split with a nonzero ratio is empty or lacks a class."""
     for name, ratio in zip(SPLITS, ratios):
@@ -308,6 +317,7 @@ __all__ = [
     "SplitError",
     "ManifestError",
     "split_records",
+    "leaked_examples",
     "key_position",
     "split_of_key",
     "check_both_classes",

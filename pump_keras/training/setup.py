@@ -16,7 +16,6 @@ from pump_keras.layers.standardization import row_standardization, with_row_stan
 from pump_keras.models import build, registry
 from pump_keras.training.recipe import derived_seed
 
-LEAK_EXAMPLES = 5
 MODEL_FIELDS = ("attention", "attention_placement", "reduction", "width_multiplier",
                 "depth_multiplier", "dropout_rate", "drop_connect_rate")
 
@@ -172,7 +171,7 @@ def check_no_split_leak(source: str, splits: Mapping[str, Sequence]) -> None:
     same. Sources without a manifest beside them (a bare `.keras` file,
     Keras weights) are not checked.
     """
-    from pump_keras.data.split import read_manifest
+    from pump_keras.data.split import leaked_examples, read_manifest
 
     manifest = source_manifest_path(source)
     if manifest is None:
@@ -184,13 +183,12 @@ def check_no_split_leak(source: str, splits: Mapping[str, Sequence]) -> None:
                      for r in splits.get(name, []) if seen.get(r.clip_key) in forbidden[name]})
     if not leaked:
         return
-    examples = "; ".join(f"{key} ({ours} here, {theirs} there)" for key, ours, theirs in leaked[:LEAK_EXAMPLES])
-    more = f"; and {len(leaked) - LEAK_EXAMPLES} more" if len(leaked) > LEAK_EXAMPLES else ""
+    examples = leaked_examples([f"{key} ({ours} here, {theirs} there)" for key, ours, theirs in leaked])
     raise InitError(
         f"init_from {source}: {len(leaked)} recording(s) of this run's val/test splits were in the "
         f"train/val splits of the source run ({manifest}), so its weights learnt from or were "
         f"selected on them: "
-        f"{examples}{more}. Split both runs with the same data.split_seed and data.split_ratios "
+        f"{examples}. Split both runs with the same data.split_seed and data.split_ratios "
         "(a recording's split depends only on those and its clip key), or start without init_from."
     )
 
