@@ -50,6 +50,11 @@ def test_forward_train_step_and_keras_round_trip(name, tmp_path):
     logits = model(images, training=False)
     assert tuple(logits.shape) == (2, 1)
     assert keras.backend.standardize_dtype(logits.dtype) == "float32"
+    # A fresh network starts undecided: its logits spread little over a
+    # batch. A head scaled for 1000 classes spreads them by several units,
+    # and the first steps' gradients are that many times too large.
+    batch = np.random.default_rng(1).random((8, *options["input_shape"]), dtype=np.float32)
+    assert np.std(keras.ops.convert_to_numpy(model(batch, training=True))) < 1.5
 
     before = weights_of(model)
     model.compile(optimizer=keras.optimizers.SGD(0.01),

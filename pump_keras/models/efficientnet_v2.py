@@ -34,9 +34,14 @@ CONV_KERNEL_INITIALIZER = {
     "class_name": "VarianceScaling",
     "config": {"scale": 2.0, "mode": "fan_out", "distribution": "truncated_normal"},
 }
+# The logit's kernel. keras.applications scales its 1000-class head by fan_out
+# (variance 1/3000); with one logit fan_out is 1, the variance 1/3 and a fresh
+# network's logits of the order of 10, so the first steps' loss and gradients
+# are some 30 times too large and SGD inflates the weights before it learns.
+# Scaling by fan_in keeps the ImageNet head's scale (1280 inputs: 1/3840).
 DENSE_KERNEL_INITIALIZER = {
     "class_name": "VarianceScaling",
-    "config": {"scale": 1.0 / 3.0, "mode": "fan_out", "distribution": "uniform"},
+    "config": {"scale": 1.0 / 3.0, "mode": "fan_in", "distribution": "uniform"},
 }
 
 
