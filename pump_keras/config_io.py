@@ -64,9 +64,10 @@ def quick_preset() -> RunConfig:
     matter more than columns), each clip standardised by its own dB mean and
     spread, the frequency position as the third channel, each band
     standardised by the training split's statistics (`model.input_standardization`),
-    60 epochs, a quarter of the normal training images turned into made-up
-    anomalies each epoch (`train.pseudo_anomaly_fraction`), the last epoch
-    kept. Made for the built-in synthetic recordings at the generator's
+    60 epochs, each training image rolled along time by a random shift
+    (`train.time_roll`: a stationary pump sounds the same from any start),
+    a quarter of the normal training images turned into made-up anomalies
+    each epoch (`train.pseudo_anomaly_fraction`), the last epoch kept. Made for the built-in synthetic recordings at the generator's
     default fault strength (48 normal and 24 abnormal 2-second clips per
     machine id at 0 dB, split 6:2:2 so the test split is not tiny): the whole
     loop in a few minutes on two cores. With its seeds, the default run is
@@ -80,7 +81,7 @@ def quick_preset() -> RunConfig:
                                frequency_channel=True),
         model=ModelConfig(width_multiplier=0.5, depth_multiplier=0.25, drop_connect_rate=0.0,
                           input_standardization=True),
-        train=TrainConfig(epochs=60, pseudo_anomaly_fraction=0.25),
+        train=TrainConfig(epochs=60, time_roll=True, pseudo_anomaly_fraction=0.25),
         synthetic=SyntheticConfig(clips_per_class=48, abnormal_clips_per_id=24, seconds=2.0, snr_db=(0.0,)),
     )
 

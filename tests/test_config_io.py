@@ -27,6 +27,14 @@ def test_paper_preset_keeps_the_fixed_input_of_the_paper():
     assert preset("paper").train.optimizer == "sgd"
 
 
+def test_only_the_quick_preset_adds_augmentation_the_paper_does_not_name():
+    # The time roll is the learning benchmark's choice for `quick`; the paper
+    # names MixUp and label smoothing only, so `paper` keeps to them.
+    assert preset("quick").train.time_roll and preset("quick").train.pseudo_anomaly_fraction > 0
+    paper = preset("paper").train
+    assert not paper.time_roll and paper.spec_augment_masks == 0 and paper.pseudo_anomaly_fraction == 0
+
+
 def test_paper_pretrain_preset_pretrains_on_the_minus_6_db_set_as_the_paper_does():
     # Paper section 2.1: the -6 dB MIMII pump set is the pretraining corpus.
     pretrain, paper = preset("paper_pretrain"), preset("paper")
