@@ -30,6 +30,7 @@ def test_the_plain_cnn_gets_ours_images_and_its_own_recipe(learning):
     assert (cnn.train.optimizer, cnn.train.mixup_alpha, cnn.train.label_smoothing) == ("adamw", 0.0, 0.0)
     assert cnn.train.pseudo_anomaly_fraction == 0.0 < ours.train.pseudo_anomaly_fraction
     assert cnn.train.checkpoint_metric == ours.train.checkpoint_metric == "last"
+    assert cnn.train.time_roll and ours.train.time_roll  # the free augmentation for both
     assert cnn.train.epochs == 60 and ours.train.epochs == se.train.epochs == 7  # --set reaches ours and se only
 
 
