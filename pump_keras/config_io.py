@@ -67,7 +67,8 @@ def quick_preset() -> RunConfig:
     60 epochs, each training image rolled along time by a random shift
     (`train.time_roll`: a stationary pump sounds the same from any start),
     a quarter of the normal training images turned into made-up anomalies
-    each epoch (`train.pseudo_anomaly_fraction`), the last epoch kept. Made for the built-in synthetic recordings at the generator's
+    each epoch (`train.pseudo_anomaly_fraction`), the last epoch kept.
+    Made for the built-in synthetic recordings at the generator's
     default fault strength (48 normal and 24 abnormal 2-second clips per
     machine id at 0 dB, split 6:2:2 so the test split is not tiny): the whole
     loop in a few minutes on two cores. With its seeds, the default run is

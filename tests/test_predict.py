@@ -23,9 +23,9 @@ from tests.conftest import REPO_ROOT, fails_instead_of_hanging, real_wav_files
 
 EXPORT_THRESHOLD = 0.5
 RUN_THRESHOLD = 0.5
-# A random head leaves every score within 0.01 of 0.5 (inference-mode
-# BatchNorm at initialisation keeps the features small), where a 1e-5 match
-# proves little; a larger head spreads the scores so that a mismatch shows.
+# A random head (scaled by its fan_in) leaves every score within 1e-4 of 0.5,
+# where a 1e-5 match proves little; a larger head spreads the scores (by
+# about 0.2 here) so that a mismatch shows.
 HEAD_SCALE = 20000.0
 
 # The real clips are 10 s at 16 kHz; the tiny model is recorded as trained on such synthetic clips.
