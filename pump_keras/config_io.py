@@ -59,15 +59,17 @@ def quick_preset() -> RunConfig:
     """CPU-sized and tuned on the learning benchmark (`benchmarks/learning.py`).
 
     The paper's network (improved-CBAM EfficientNetV2-S) at half width and a
-    quarter depth, and the paper's optimiser recipe, on an input chosen by the
-    benchmark: 128 mel bands by 32 time columns (a pump is stationary: rows
-    matter more than columns), each clip standardised by its own dB mean and
-    spread, the frequency position as the third channel, each band
-    standardised by the training split's statistics (`model.input_standardization`),
-    60 epochs, each training image rolled along time by a random shift
-    (`train.time_roll`: a stationary pump sounds the same from any start),
-    a quarter of the normal training images turned into made-up anomalies
-    each epoch (`train.pseudo_anomaly_fraction`), the last epoch kept.
+    quarter depth, on an input chosen by the benchmark: 128 mel bands by 32
+    time columns (a pump is stationary: rows matter more than columns), each
+    clip standardised by its own dB mean and spread, the frequency position
+    as the third channel, each band standardised by the training split's
+    statistics (`model.input_standardization`). The recipe is the
+    benchmark's, not the paper's: the paper's SGD with MixUp and label
+    smoothing underfits a few hundred clips (training AUC about 0.85 after
+    60 epochs), so AdamW at 1e-3 decaying to 1e-5 with weight decay 1e-4, no
+    MixUp, no label smoothing, no made-up anomalies, 60 epochs, each
+    training image rolled along time by a random shift (`train.time_roll`:
+    a stationary pump sounds the same from any start), the last epoch kept.
     Made for the built-in synthetic recordings at the generator's
     default fault strength (48 normal and 24 abnormal 2-second clips per
     machine id at 0 dB, split 6:2:2 so the test split is not tiny): the whole
@@ -82,7 +84,8 @@ def quick_preset() -> RunConfig:
                                frequency_channel=True),
         model=ModelConfig(width_multiplier=0.5, depth_multiplier=0.25, drop_connect_rate=0.0,
                           input_standardization=True),
-        train=TrainConfig(epochs=60, time_roll=True, pseudo_anomaly_fraction=0.25),
+        train=TrainConfig(epochs=60, optimizer="adamw", learning_rate=1e-3, final_learning_rate=1e-5,
+                          weight_decay=1e-4, mixup_alpha=0.0, label_smoothing=0.0, time_roll=True),
         synthetic=SyntheticConfig(clips_per_class=48, abnormal_clips_per_id=24, seconds=2.0, snr_db=(0.0,)),
     )
 
