@@ -30,9 +30,18 @@ def test_paper_preset_keeps_the_fixed_input_of_the_paper():
 def test_only_the_quick_preset_adds_augmentation_the_paper_does_not_name():
     # The time roll is the learning benchmark's choice for `quick`; the paper
     # names MixUp and label smoothing only, so `paper` keeps to them.
-    assert preset("quick").train.time_roll and preset("quick").train.pseudo_anomaly_fraction > 0
+    assert preset("quick").train.time_roll
     paper = preset("paper").train
     assert not paper.time_roll and paper.spec_augment_masks == 0 and paper.pseudo_anomaly_fraction == 0
+
+
+def test_the_quick_presets_recipe_is_the_benchmarks_not_the_papers():
+    # The learning benchmark found the paper's SGD + MixUp + smoothing
+    # underfits a few hundred clips; `quick` says so by differing from `paper`.
+    quick, paper = preset("quick").train, preset("paper").train
+    assert (quick.optimizer, quick.learning_rate, quick.final_learning_rate) == ("adamw", 1e-3, 1e-5)
+    assert (quick.mixup_alpha, quick.label_smoothing, quick.pseudo_anomaly_fraction) == (0.0, 0.0, 0.0)
+    assert (paper.optimizer, paper.mixup_alpha, paper.label_smoothing) == ("sgd", 0.2, 0.1)
 
 
 def test_paper_pretrain_preset_pretrains_on_the_minus_6_db_set_as_the_paper_does():

@@ -21,14 +21,15 @@ def learning():
 
 
 def test_the_plain_cnn_gets_ours_images_and_its_own_recipe(learning):
-    user_set = ["features.image_width=64", "train.epochs=7"]
+    user_set = ["features.image_width=64", "train.epochs=7", "train.learning_rate=0.01"]
     ours = load_config("quick", None, learning.network_overrides("ours", user_set, []))
     cnn = load_config("quick", None, learning.network_overrides("plain_cnn", user_set, []))
     se = load_config("quick", None, learning.network_overrides("se", user_set, []))
     assert cnn.features == ours.features and ours.features.image_width == 64
     assert cnn.model.name == "plain_cnn" and se.model.attention == "se" and ours.model.attention == "improved_cbam"
     assert (cnn.train.optimizer, cnn.train.mixup_alpha, cnn.train.label_smoothing) == ("adamw", 0.0, 0.0)
-    assert cnn.train.pseudo_anomaly_fraction == 0.0 < ours.train.pseudo_anomaly_fraction
+    assert cnn.train.pseudo_anomaly_fraction == 0.0 and cnn.train.weight_decay == 1e-4
+    assert cnn.train.learning_rate == 0.001 < ours.train.learning_rate == 0.01  # its own, whatever ours is
     assert cnn.train.checkpoint_metric == ours.train.checkpoint_metric == "last"
     assert cnn.train.time_roll and ours.train.time_roll  # the free augmentation for both
     assert cnn.train.epochs == 60 and ours.train.epochs == se.train.epochs == 7  # --set reaches ours and se only

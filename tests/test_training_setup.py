@@ -136,6 +136,16 @@ def test_mixup_batches_are_seeded_per_epoch_and_weighted_by_mixed_labels():
     np.testing.assert_array_equal(plain_weights, [0.5, 2.0] * 4)
 
 
+def test_without_mixup_targets_stay_exactly_zero_or_one():
+    # Class weights of a real split (173 clips, 56 abnormal): `low + (high -
+    # low) * 1` rounds below `high` in float32, and a target of 0.99999994
+    # made Keras' training accuracy count every abnormal clip as wrong.
+    weights = recipe.class_weights([1] * 56 + [0] * 117, "weights")
+    _, targets, sample_weights = batches_of(epoch=1, alpha=0.0, weights=weights)
+    np.testing.assert_array_equal(targets[:, 0], [0, 1] * 4)
+    np.testing.assert_array_equal(sample_weights, np.float32([weights[0], weights[1]] * 4))
+
+
 def test_mixup_keeps_the_class_weighted_loss_balanced():
     # 11 % abnormal, as MIMII pump: both classes must keep equal loss mass under MixUp.
     labels = [1] * 7 + [0] * 57

@@ -229,7 +229,9 @@ def training_batches(dataset: tf.data.Dataset, config: TrainConfig, weights: Dic
         if mixup is not None:
             mixed = mixup({"images": images, "labels": labels}, training=True)
             images, labels = tf.cast(mixed["images"], tf.float32), tf.cast(mixed["labels"], tf.float32)
-        sample_weights = low + (high - low) * labels
+        # Written as a sum of the two weighted parts, so a hard label keeps
+        # its class weight exactly and its target stays exactly 0 or 1.
+        sample_weights = (1.0 - labels) * low + labels * high
         labels = labels * high / sample_weights
         return images, labels, tf.reshape(sample_weights, (-1,))
 
