@@ -59,7 +59,8 @@ def quick_preset() -> RunConfig:
     """CPU-sized and tuned on the learning benchmark (`benchmarks/learning.py`).
 
     The paper's network (improved-CBAM EfficientNetV2-S) at half width and a
-    quarter depth, on an input chosen by the benchmark: 128 mel bands by 32
+    tenth of its depth (one block per stage, two in the last: seven in all),
+    on an input chosen by the benchmark: 128 mel bands by 32
     time columns (a pump is stationary: rows matter more than columns), each
     clip standardised by its own dB mean and spread, the frequency position
     as the third channel, each band standardised by the training split's
@@ -82,7 +83,7 @@ def quick_preset() -> RunConfig:
         data=DataConfig(batch_size=16, split_ratios=(0.6, 0.2, 0.2)),
         features=FeatureConfig(kind="mel", image_size=128, image_width=32, normalization="clip",
                                frequency_channel=True),
-        model=ModelConfig(width_multiplier=0.5, depth_multiplier=0.25, drop_connect_rate=0.0,
+        model=ModelConfig(width_multiplier=0.5, depth_multiplier=0.1, drop_connect_rate=0.0,
                           input_standardization=True),
         train=TrainConfig(epochs=60, optimizer="adamw", learning_rate=1e-3, final_learning_rate=1e-5,
                           weight_decay=1e-4, mixup_alpha=0.0, label_smoothing=0.0, time_roll=True),
