@@ -58,6 +58,8 @@ def test_quick_preset_is_cpu_sized_on_default_strength_faults():
     pixels = config.features.image_shape[0] * config.features.image_shape[1]
     assert pixels <= 96 * 96
     assert config.model.width_multiplier < 1 and config.model.depth_multiplier < 1
+    # The learning benchmark's choice: seven blocks carried over best (README, "quick").
+    assert (config.model.width_multiplier, config.model.depth_multiplier) == (0.5, 0.1)
     assert config.train.epochs <= 60 and config.data.data_dir is None
     assert config.synthetic.fault_boost_db == 0.0  # never boosted so the demo looks good
 
