@@ -65,8 +65,8 @@ def quick_preset() -> RunConfig:
     clip standardised by its own dB mean and spread, the frequency position
     as the third channel, each band standardised by the training split's
     statistics (`model.input_standardization`). The recipe is the
-    benchmark's, not the paper's: the paper's SGD with MixUp and label
-    smoothing underfits a few hundred clips (training AUC about 0.85 after
+    benchmark's, not the paper's: the `paper` preset's SGD with MixUp and
+    label smoothing underfits a few hundred clips (training AUC about 0.85 after
     60 epochs), so AdamW at 1e-3 decaying to 1e-5 with weight decay 1e-4, no
     MixUp, no label smoothing, no made-up anomalies, 60 epochs, each
     training image rolled along time by a random shift (`train.time_roll`:

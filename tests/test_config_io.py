@@ -36,7 +36,7 @@ def test_only_the_quick_preset_adds_augmentation_the_paper_does_not_name():
 
 
 def test_the_quick_presets_recipe_is_the_benchmarks_not_the_papers():
-    # The learning benchmark found the paper's SGD + MixUp + smoothing
+    # The learning benchmark found the paper preset's SGD + MixUp + smoothing
     # underfits a few hundred clips; `quick` says so by differing from `paper`.
     quick, paper = preset("quick").train, preset("paper").train
     assert (quick.optimizer, quick.learning_rate, quick.final_learning_rate) == ("adamw", 1e-3, 1e-5)
