@@ -208,10 +208,14 @@ def table(results: dict, models, conditions) -> str:
         for model in models:
             runs = results[condition][model]
             cells += [mean_std([r["auc"] for r in runs]), mean_std([r["pauc"] for r in runs])]
-        has_margin = "ours" in models and any(b in models for b in BASELINES)
-        gap = f"{margin(results[condition]):+.3f}" if has_margin else "-"
+        gap = f"{margin(results[condition]):+.3f}" if has_margin(models) else "-"
         lines.append(f"| {condition} | " + " | ".join(cells) + f" | {gap} |")
     return "\n".join(lines)
+
+
+def has_margin(models) -> bool:
+    """Whether `models` holds ours and at least one baseline to measure it against."""
+    return "ours" in models and any(b in models for b in BASELINES)
 
 
 def margin(result: dict) -> float:
@@ -278,8 +282,7 @@ def main(argv=None) -> int:
             print(f"{condition}: ours AUC {ours:.3f} (target >= {target:.2f}) "
                   f"{'met' if ours >= target else 'NOT met'}")
     print(f"wall time {time.perf_counter() - started:.0f} s")
-    has_margin = "ours" in models and any(b in models for b in BASELINES)
-    worst = min(margin(results[c]) for c in conditions) if has_margin else float("nan")
+    worst = min(margin(results[c]) for c in conditions) if has_margin(models) else float("nan")
     print(f"worst_auc_margin={worst:.2f}")
     return 0
 
