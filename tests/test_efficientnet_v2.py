@@ -115,12 +115,27 @@ def test_scaled_model_is_small_and_outputs_one_logit():
     assert tuple(out.shape) == (3, 1)
 
 
+def test_stem_downsampling_and_bn_momentum_options():
+    model = build("efficientnetv2_s", input_shape=(32, 32, 3), width_multiplier=0.25,
+                  depth_multiplier=0.25, stem_downsampling="max_pool", bn_momentum=0.99)
+    stem = model.get_layer("stem_conv")
+    assert stem.strides == (1, 1) and model.get_layer("stem_pool").pool_size == (2, 2)
+    assert model.get_layer("stem_bn").momentum == 0.99
+    assert tuple(model.get_layer("stem_pool").output.shape) == (None, 16, 16, 8)
+    strided = build("efficientnetv2_s", input_shape=(32, 32, 3), width_multiplier=0.25,
+                    depth_multiplier=0.25)
+    assert strided.get_layer("stem_conv").strides == (2, 2)
+    assert model.count_params() == strided.count_params()
+
+
 @pytest.mark.parametrize("options,match", [
     ({"attention_placement": "fused"}, "placement"),
     ({"attention": "transformer"}, "transformer"),
     ({"input_shape": (16, 16, 3)}, "input_shape"),
     ({"width_multiplier": 0}, "multipliers"),
     ({"dropout_rate": 1.5}, "dropout"),
+    ({"stem_downsampling": "avg_pool"}, "stem_downsampling"),
+    ({"bn_momentum": 1.0}, "bn_momentum"),
 ])
 def test_bad_options(options, match):
     with pytest.raises(ValueError, match=match):

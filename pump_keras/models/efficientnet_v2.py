@@ -190,6 +190,9 @@ def _residual(x, inputs, strides, input_filters, output_filters, drop_rate, name
 BLOCKS = {"fused": fused_mbconv_block, "mbconv": mbconv_block}
 
 
+STEM_DOWNSAMPLING = ("stride", "max_pool")
+
+
 def efficientnet_v2(
     stages: Sequence[StageSpec] = EFFICIENTNETV2_S_STAGES,
     input_shape: Tuple[int, int, int] = (224, 224, 3),
@@ -200,6 +203,7 @@ def efficientnet_v2(
     bn_momentum: float = 0.9,
     activation: str = "swish",
     attention_options: Optional[Dict[str, dict]] = None,
+    stem_downsampling: str = "stride",
     name: str = "efficientnetv2",
 ) -> keras.Model:
     """EfficientNetV2 from a stage table, with a one-logit head.
@@ -214,18 +218,29 @@ def efficientnet_v2(
         activation: activation of all blocks.
         attention_options: per attention kind, extra constructor options, e.g.
             `{"improved_cbam": {"reduction": 8}}`.
+        stem_downsampling: how the stem halves the image: `"stride"` (a
+            stride-2 convolution, the paper's and Keras') or `"max_pool"` (a
+            stride-1 convolution, then 2x2 max pooling, which keeps a peak one
+            pixel wide, e.g. a tonal line one mel band high).
         name: the model's name.
     """
     _check_options(stages, input_shape, width_multiplier, depth_multiplier, dropout_rate,
                    drop_connect_rate)
+    if stem_downsampling not in STEM_DOWNSAMPLING:
+        raise ValueError(f"stem_downsampling must be one of {STEM_DOWNSAMPLING}, got {stem_downsampling!r}.")
+    if not 0.0 <= bn_momentum < 1.0:
+        raise ValueError(f"bn_momentum must lie in [0, 1), got {bn_momentum!r}.")
     attention_options = dict(attention_options or {})
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     # [0, 1] images onto Keras' EfficientNetV2 input range: pixels p in
     # [0, 255] go to p / 128 - 1, and p = 255 * image.
     x = layers.Rescaling(scale=255.0 / 128.0, offset=-1.0, name="rescaling")(inputs)
-    x = _conv(round_filters(stages[0].input_filters, width_multiplier), 3, 2, "stem_conv")(x)
+    stem_strides = 2 if stem_downsampling == "stride" else 1
+    x = _conv(round_filters(stages[0].input_filters, width_multiplier), 3, stem_strides, "stem_conv")(x)
     x = _bn(bn_momentum, "stem_bn")(x)
     x = layers.Activation(activation, name="stem_activation")(x)
+    if stem_downsampling == "max_pool":
+        x = layers.MaxPooling2D(2, padding="same", name="stem_pool")(x)
 
     total_blocks = float(sum(stage.repeats for stage in stages))
     block_index = 0
@@ -288,6 +303,8 @@ def efficientnetv2_s(
     dropout_rate: float = 0.2,
     drop_connect_rate: float = 0.2,
     attention_options: Optional[Dict[str, dict]] = None,
+    bn_momentum: float = 0.9,
+    stem_downsampling: str = "stride",
     weights: Optional[str] = None,
 ) -> keras.Model:
     """EfficientNetV2-S (paper Table 2) with `attention` in its MBConv stages.
@@ -302,6 +319,9 @@ def efficientnetv2_s(
         input_shape, width_multiplier, depth_multiplier, dropout_rate,
             drop_connect_rate: see `efficientnet_v2`.
         attention_options: extra per-kind attention options.
+        bn_momentum: BatchNormalization momentum (Keras' 0.9 by default).
+        stem_downsampling: `"stride"` (the paper's) or `"max_pool"`; see
+            `efficientnet_v2`.
         weights: optional path to a keras.applications EfficientNetV2S
             weights file, loaded by layer name (unscaled widths and depths
             only); attention layers other than SE keep their initial weights.
@@ -317,6 +337,8 @@ def efficientnetv2_s(
         dropout_rate=dropout_rate,
         drop_connect_rate=drop_connect_rate,
         attention_options=options,
+        bn_momentum=bn_momentum,
+        stem_downsampling=stem_downsampling,
         name=f"efficientnetv2_s_{attention or 'none'}",
     )
     if weights is not None:
