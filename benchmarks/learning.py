@@ -20,7 +20,8 @@ initial weights.
 
 Prints a table of test AUC and pAUC (mean +- sample std over seeds) and
 ends with `worst_auc_margin=X.XX`: the smallest, over conditions, of ours'
-mean AUC minus the best baseline's (`plain_cnn` or `logreg`). Targets:
+mean AUC minus the best baseline's (`plain_cnn` or `logreg`); the table's
+"seeds won" column pairs the same comparison by seed. Targets:
 >= 0.00 on every condition, ours' AUC >= 0.95 at 6 dB, >= 0.90 at 0 dB and
 >= 0.80 at -6 dB.
 
@@ -201,15 +202,18 @@ def mean_std(values) -> str:
 
 def table(results: dict, models, conditions) -> str:
     """Markdown table: one row per condition, AUC and pAUC per model."""
-    header = "| condition | " + " | ".join(f"{m} AUC | {m} pAUC" for m in models) + " | margin |"
-    lines = [header, "|" + " --- |" * (1 + 2 * len(models) + 1)]
+    header = "| condition | " + " | ".join(f"{m} AUC | {m} pAUC" for m in models) + " | margin | seeds won |"
+    lines = [header, "|" + " --- |" * (1 + 2 * len(models) + 2)]
     for condition in conditions:
         cells = []
         for model in models:
             runs = results[condition][model]
             cells += [mean_std([r["auc"] for r in runs]), mean_std([r["pauc"] for r in runs])]
-        gap = f"{margin(results[condition]):+.3f}" if has_margin(models) else "-"
-        lines.append(f"| {condition} | " + " | ".join(cells) + f" | {gap} |")
+        gap, won = "-", "-"
+        if has_margin(models):
+            gap = f"{margin(results[condition]):+.3f}"
+            won = "{} of {}".format(*seeds_won(results[condition]))
+        lines.append(f"| {condition} | " + " | ".join(cells) + f" | {gap} | {won} |")
     return "\n".join(lines)
 
 
@@ -223,6 +227,17 @@ def margin(result: dict) -> float:
     ours = statistics.mean(r["auc"] for r in result["ours"])
     best = max(statistics.mean(r["auc"] for r in result[b]) for b in BASELINES if b in result)
     return ours - best
+
+
+def seeds_won(result: dict):
+    """(seeds where ours' AUC beats the best baseline's, seeds): the margin, paired by seed.
+
+    The best baseline is the one with the best mean AUC, as in `margin`.
+    """
+    best = max((b for b in BASELINES if b in result),
+               key=lambda b: statistics.mean(r["auc"] for r in result[b]))
+    pairs = list(zip(result["ours"], result[best]))
+    return sum(ours["auc"] > other["auc"] for ours, other in pairs), len(pairs)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -63,3 +63,15 @@ def test_the_unseen_fault_split_holds_one_fault_type_out_of_training(learning, t
     assert held_out not in faults("train") | faults("val") and faults("train")
     assert {r.label for r in splits["test"]} == {0, 1}
     assert not {r.path for r in splits["test"]} & {r.path for name in ("train", "val") for r in splits[name]}
+
+
+def test_the_margin_and_the_seeds_won_compare_ours_with_the_best_baseline(learning):
+    def runs(*aucs):
+        return [{"auc": auc, "pauc": auc / 2} for auc in aucs]
+
+    result = {"ours": runs(0.9, 0.8, 0.7), "plain_cnn": runs(0.85, 0.85, 0.85), "logreg": runs(0.6, 0.95, 0.6)}
+    assert learning.margin(result) == pytest.approx(0.8 - 0.85)
+    assert learning.seeds_won(result) == (1, 3)  # against plain_cnn, the best mean
+    text = learning.table({"snr0": result}, ["ours", "plain_cnn", "logreg"], ["snr0"])
+    assert text.splitlines()[-1].endswith("| -0.050 | 1 of 3 |")
+    assert learning.table({"snr0": result}, ["ours"], ["snr0"]).splitlines()[-1].endswith("| - | - |")
