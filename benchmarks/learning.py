@@ -222,21 +222,24 @@ def has_margin(models) -> bool:
     return "ours" in models and any(b in models for b in BASELINES)
 
 
+def mean_auc(runs) -> float:
+    """The mean test AUC of one model's runs over seeds."""
+    return statistics.mean(r["auc"] for r in runs)
+
+
+def best_baseline(result: dict) -> str:
+    """The baseline (`plain_cnn` or `logreg`) with the best mean AUC in `result`."""
+    return max((b for b in BASELINES if b in result), key=lambda b: mean_auc(result[b]))
+
+
 def margin(result: dict) -> float:
     """Ours' mean AUC minus the best baseline's mean AUC."""
-    ours = statistics.mean(r["auc"] for r in result["ours"])
-    best = max(statistics.mean(r["auc"] for r in result[b]) for b in BASELINES if b in result)
-    return ours - best
+    return mean_auc(result["ours"]) - mean_auc(result[best_baseline(result)])
 
 
 def seeds_won(result: dict):
-    """(seeds where ours' AUC beats the best baseline's, seeds): the margin, paired by seed.
-
-    The best baseline is the one with the best mean AUC, as in `margin`.
-    """
-    best = max((b for b in BASELINES if b in result),
-               key=lambda b: statistics.mean(r["auc"] for r in result[b]))
-    pairs = list(zip(result["ours"], result[best]))
+    """(seeds where ours' AUC beats the best baseline's, seeds): the margin, paired by seed."""
+    pairs = list(zip(result["ours"], result[best_baseline(result)]))
     return sum(ours["auc"] > other["auc"] for ours, other in pairs), len(pairs)
 
 
@@ -293,7 +296,7 @@ def main(argv=None) -> int:
     for condition in conditions:
         target = TARGET_AUC.get(condition)
         if target is not None and "ours" in models:
-            ours = statistics.mean(r["auc"] for r in results[condition]["ours"])
+            ours = mean_auc(results[condition]["ours"])
             print(f"{condition}: ours AUC {ours:.3f} (target >= {target:.2f}) "
                   f"{'met' if ours >= target else 'NOT met'}")
     print(f"wall time {time.perf_counter() - started:.0f} s")

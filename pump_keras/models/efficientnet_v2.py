@@ -225,11 +225,7 @@ def efficientnet_v2(
         name: the model's name.
     """
     _check_options(stages, input_shape, width_multiplier, depth_multiplier, dropout_rate,
-                   drop_connect_rate)
-    if stem_downsampling not in STEM_DOWNSAMPLING:
-        raise ValueError(f"stem_downsampling must be one of {STEM_DOWNSAMPLING}, got {stem_downsampling!r}.")
-    if not 0.0 <= bn_momentum < 1.0:
-        raise ValueError(f"bn_momentum must lie in [0, 1), got {bn_momentum!r}.")
+                   drop_connect_rate, bn_momentum, stem_downsampling)
     attention_options = dict(attention_options or {})
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     # [0, 1] images onto Keras' EfficientNetV2 input range: pixels p in
@@ -274,7 +270,7 @@ def efficientnet_v2(
 
 
 def _check_options(stages, input_shape, width_multiplier, depth_multiplier, dropout_rate,
-                   drop_connect_rate):
+                   drop_connect_rate, bn_momentum, stem_downsampling):
     if not stages:
         raise ValueError("The stage table is empty.")
     for stage in stages:
@@ -290,6 +286,10 @@ def _check_options(stages, input_shape, width_multiplier, depth_multiplier, drop
     if not 0 <= dropout_rate < 1 or not 0 <= drop_connect_rate < 1:
         raise ValueError(
             f"dropout rates must lie in [0, 1), got {dropout_rate} and {drop_connect_rate}.")
+    if not 0.0 <= bn_momentum < 1.0:
+        raise ValueError(f"bn_momentum must lie in [0, 1), got {bn_momentum!r}.")
+    if stem_downsampling not in STEM_DOWNSAMPLING:
+        raise ValueError(f"stem_downsampling must be one of {STEM_DOWNSAMPLING}, got {stem_downsampling!r}.")
 
 
 @register_model("efficientnetv2_s")
