@@ -19,6 +19,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WHEELS="${WHEELS:-$ROOT/wheels}"
 IMAGE_SIZE="${IMAGE_SIZE:-224}" BATCH="${BATCH:-32}" STEPS="${STEPS:-100}" WARMUP="${WARMUP:-3}"
 export KERAS_BACKEND=jax TF_CPP_MIN_LOG_LEVEL=2
+# The package is not installed there (its TensorFlow pin cannot be met): import it from the checkout.
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
 if [[ "$(python -c 'import keras; print(keras.__version__)' 2>/dev/null)" != "3.15.1" ]]; then
   echo "installing keras 3.15.1 from $WHEELS"

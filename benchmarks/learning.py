@@ -10,7 +10,7 @@ and seed every model sees the same split:
 * `plain_cnn`: the registry's plain CNN on ours' input images, with its own
   recipe (`PLAIN_CNN`);
 * `logreg`: the evaluation report's logistic regression on log-mel band
-  means and standard deviations (`pump_keras.baselines`).
+  means and standard deviations (`pump_keras.evaluation.baselines`).
 
 Conditions (`CONDITIONS`): SNR 6, 0 and -6 dB, and `unseen_fault`: the 0 dB
 recordings split so that the test split's abnormal clips all carry one fault
@@ -44,11 +44,10 @@ import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from pump_keras.config_io import preset  # noqa: E402  (no TensorFlow)
+from pump_keras.config import preset  # noqa: E402  (no TensorFlow)
 
 # (nominal SNR of the recordings, whether the test split holds an unseen fault type)
 CONDITIONS = {
@@ -155,7 +154,7 @@ def train_network(out: str, condition: str, seed: int, model: str, overrides, lo
     """Test metrics of one network on one condition and seed (trained once, then read back)."""
     import keras
 
-    from pump_keras.config_io import load_config
+    from pump_keras.config import load_config
     from pump_keras.training.loop import train
 
     run_dir = os.path.join(out, "runs", condition, model, f"seed{seed}")
@@ -180,8 +179,8 @@ def logistic_regression(out: str, condition: str, seed: int, user_set) -> dict:
 
     It reads the same microphone (`features.channel`) with the same STFT as ours.
     """
-    from pump_keras import baselines, metrics
-    from pump_keras.config_io import load_config
+    from pump_keras.evaluation import baselines, metrics
+    from pump_keras.config import load_config
     from pump_keras.data.split import read_manifest
 
     features = load_config("quick", None, list(user_set)).features

@@ -30,16 +30,14 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from pump_keras.cpu_allocator import CPU_ALLOCATORS, select_cpu_allocator  # noqa: E402
+from pump_keras.training.cpu_allocator import CPU_ALLOCATORS, select_cpu_allocator  # noqa: E402
 from pump_keras.models import build  # noqa: E402
 from pump_keras.models.cost import count_flops  # noqa: E402
 

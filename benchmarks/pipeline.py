@@ -25,13 +25,11 @@ import argparse
 import glob
 import os
 import statistics
-import sys
 import tempfile
 import threading
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import librosa  # noqa: E402
 import numpy as np  # noqa: E402

@@ -2,7 +2,7 @@
 
 For the `paper` model (224 px improved-CBAM EfficientNetV2-S; untrained
 weights: speed does not depend on them), exported with
-`pump_keras.export.export_saved_model` and loaded back with
+`pump_keras.deploy.export.export_saved_model` and loaded back with
 `tf.saved_model.load`, as TF Serving would:
 
 * end to end: `serving_default` on a ten-second 8-channel MIMII clip
@@ -24,20 +24,18 @@ import argparse
 import glob
 import os
 import statistics
-import sys
 import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from pump_keras.config_io import preset  # noqa: E402
-from pump_keras.export import export_saved_model  # noqa: E402
-from pump_keras.features import to_backbone_channels, wav_bytes_to_image  # noqa: E402
+from pump_keras.config import preset  # noqa: E402
+from pump_keras.deploy.export import export_saved_model  # noqa: E402
+from pump_keras.audio.features import to_backbone_channels, wav_bytes_to_image  # noqa: E402
 from pump_keras.training.setup import build_model  # noqa: E402
 
 

@@ -52,16 +52,14 @@ import argparse
 import inspect
 import os
 import statistics
-import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from pump_keras.cpu_allocator import CPU_ALLOCATORS, select_cpu_allocator  # noqa: E402
+from pump_keras.training.cpu_allocator import CPU_ALLOCATORS, select_cpu_allocator  # noqa: E402
 from pump_keras.models import build, registry  # noqa: E402
 
 MODEL_NAMES = ("ours", "reference")

@@ -27,7 +27,6 @@ import traceback
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
 
 # The registry test (tests/test_model_registry.py) uses these too.
 # 64 px: at 32 px the deepest maps are 1x1, and batch norm over 2 values per channel

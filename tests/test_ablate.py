@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from pump_keras.ablate import GRIDS, TABLES, cells, mean_std, parse_axis
+from pump_keras.training.ablation import GRIDS, TABLES, cells, mean_std, parse_axis
 from tests.conftest import REPO_ROOT
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -27,7 +27,7 @@ def ablate(out, *extra):
 
 def ablate_here(out, capsys):
     """The CLI in this process; returns (status, stderr)."""
-    from pump_keras.ablate import main
+    from pump_keras.cli.ablate import main
 
     status = main(["--out", str(out), *COMMAND])
     return status, capsys.readouterr().err
@@ -80,7 +80,7 @@ TINY_SYNTHETIC = ["synthetic.clips_per_class=1", "synthetic.abnormal_clips_per_i
 
 
 def test_synthetic_recordings_of_other_settings_are_refused(tmp_path):
-    from pump_keras.ablate import run_grid
+    from pump_keras.training.ablation import run_grid
 
     out = tmp_path / "ablate"
     run_grid({}, 1, str(out), overrides=TINY_SYNTHETIC, log=lambda message: None)
@@ -95,8 +95,8 @@ def test_synthetic_recordings_of_other_settings_are_refused(tmp_path):
 
 
 def test_a_finished_cell_of_another_config_is_not_read_back(tmp_path):
-    from pump_keras.ablate import run_grid
-    from pump_keras.config_io import config_to_json, load_config
+    from pump_keras.training.ablation import run_grid
+    from pump_keras.config import config_to_json, load_config
 
     out = tmp_path / "ablate"
     cell = out / "custom" / "mel" / "seed-0"
@@ -123,7 +123,7 @@ def test_backbones_table_is_the_papers_table_4_and_its_text():
 @pytest.mark.parametrize("preset", ["quick", "paper"])
 def test_every_cell_of_the_tables_grid_makes_a_buildable_config(preset):
     # Only the builders' options are checked: building B7 (or training it) is not a unit test.
-    from pump_keras.ablate import cell_config
+    from pump_keras.training.ablation import cell_config
     from pump_keras.training.setup import model_options
 
     for table in GRIDS["tables"]:

@@ -13,8 +13,9 @@ import scipy.io.wavfile
 import soundfile
 import tensorflow as tf
 
-from pump_keras.audio import decode_samples, decode_wav, decoder_name, parse_wav_header
-from pump_keras.wavfile import WavFormatError, read_wav_header
+from pump_keras.audio.decode import decode_samples, decode_wav, decoder_name, parse_wav_header
+from pump_keras.audio.wavfile import read_wav_header
+from pump_keras.errors import WavFormatError
 from tests.conftest import real_wav_files
 from tests.wav_bytes import make_wav
 

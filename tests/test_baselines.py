@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import soundfile
 
-from pump_keras import baselines
+from pump_keras.evaluation import baselines
 from pump_keras.config import FeatureConfig, SyntheticConfig
 from pump_keras.data.index import ClipRecord, index_dataset
 from pump_keras.data.split import split_records
 from pump_keras.data.synthetic import generate_dataset
-from pump_keras.metrics import partial_auc, roc_auc
-from pump_keras.wavfile import write_wav
+from pump_keras.evaluation.metrics import partial_auc, roc_auc
+from pump_keras.audio.wavfile import write_wav
 from tests.conftest import DCASE_DIR, MIMII_DIR, real_wav_files
 
 SMALL = FeatureConfig(kind="mel", n_mels=32)
@@ -44,7 +44,7 @@ def test_statistics_match_the_training_mel_feature():
     """Same microphone, scaling and log-mel as the CNN's in-graph `mel` feature."""
     import tensorflow as tf
 
-    from pump_keras.features import compute_feature, wav_bytes_to_waveform
+    from pump_keras.audio.features import compute_feature, wav_bytes_to_waveform
 
     path = str(first_wav(MIMII_DIR))
     config = FeatureConfig(kind="mel", channel=3, n_mels=32)
@@ -94,7 +94,7 @@ def test_non_finite_samples_are_an_error_naming_the_file(tmp_path):
 def test_channels_are_read_as_the_training_pipeline_reads_them(bits, tmp_path):
     import tensorflow as tf
 
-    from pump_keras.audio import decode_wav
+    from pump_keras.audio.decode import decode_wav
     from tests.wav_bytes import make_wav
 
     values = np.random.default_rng(bits).integers(-2**(bits - 1), 2**(bits - 1), (3000, 3), dtype=np.int64)

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from pump_keras.config import RunConfig, to_dict
-from pump_keras.config_io import (
+from pump_keras.config import (
     PRESETS, ConfigError, config_from_json, config_to_json, load_config, parse_override, preset)
 
 
@@ -128,7 +128,7 @@ def test_override_values_are_yaml():
 
 
 def test_train_keeps_the_run_dir_of_its_config_file(tmp_path):
-    from pump_keras.train import build_parser, resolve_config
+    from pump_keras.cli.train import build_parser, resolve_config
 
     def resolved(*argv):
         return resolve_config(build_parser().parse_args(list(argv)))

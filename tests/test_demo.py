@@ -2,7 +2,7 @@
 
 import os
 
-from pump_keras import demo
+from pump_keras.cli import demo
 from pump_keras.data.split import read_manifest
 
 

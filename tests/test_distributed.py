@@ -41,7 +41,7 @@ import json
 import keras
 import numpy as np
 from pump_keras.config import replace
-from pump_keras.config_io import preset
+from pump_keras.config import preset
 from pump_keras.training import custom_loop, recipe
 
 config = replace(preset("quick").train, epochs=2, verbose=0)
@@ -97,7 +97,7 @@ print("RESULT " + json.dumps({
 # `train` of the quick preset with strategy "mirrored" on two CPU replicas (fit).
 MIRRORED_TRAIN = TWO_CPU_REPLICAS + """
 import sys
-from pump_keras.config_io import load_config
+from pump_keras.config import load_config
 from pump_keras.training import loop, setup
 
 made = []
@@ -286,8 +286,8 @@ def multiworker_command(run_dir, *extra):
 
 
 def test_workers_that_completed_different_epochs_refuse_to_resume(tmp_path):
-    from pump_keras.config_io import config_to_json
-    from pump_keras.train import build_parser, resolve_config
+    from pump_keras.config import config_to_json
+    from pump_keras.cli.train import build_parser, resolve_config
 
     run_dir = tmp_path / "run"
     command = multiworker_command(run_dir, "--epochs", "3")

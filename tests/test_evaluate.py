@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from pump_keras import metrics
+from pump_keras.evaluation import metrics
 from pump_keras.config import EvalConfig
-from pump_keras.evaluation import choose_threshold, metrics_with_intervals, sigmoid
+from pump_keras.evaluation.report import choose_threshold, metrics_with_intervals, sigmoid
 from tests.conftest import REPO_ROOT
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -33,7 +33,7 @@ def small_run(tmp_path_factory):
 
 def evaluate(capsys, *arguments):
     """`python -m pump_keras.evaluate ARGUMENTS` in this process; returns (status, stdout, stderr)."""
-    from pump_keras.evaluate import main
+    from pump_keras.cli.evaluate import main
 
     status = main(list(arguments))
     captured = capsys.readouterr()

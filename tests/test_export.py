@@ -10,11 +10,12 @@ import pytest
 import tensorflow as tf
 
 import pump_keras
-from pump_keras import export, serving_warmup, train
+from pump_keras.cli import train
+from pump_keras.deploy import export, serving_warmup
 from pump_keras.config import DataConfig, FeatureConfig
 from pump_keras.data.index import ClipRecord, index_dataset
 from pump_keras.data.split import write_manifest
-from pump_keras.wavfile import read_wav_header, write_wav
+from pump_keras.audio.wavfile import read_wav_header, write_wav
 from pump_keras.data.pipeline import make_dataset
 from pump_keras.models import load_model
 from tests.conftest import DCASE_DIR, MIMII_DIR, real_wav_files
@@ -60,7 +61,7 @@ def test_waveform_and_image_signatures_agree_with_bytes(exported):
     mono = sorted(DCASE_DIR.rglob("*.wav"))[:2]
     contents = tf.constant([open(p, "rb").read() for p in mono])
     by_bytes = served.signatures["serving_default"](wav_bytes=contents)["anomaly_score"].numpy()
-    from pump_keras.features import to_backbone_channels, wav_bytes_to_image, wav_bytes_to_waveform
+    from pump_keras.audio.features import to_backbone_channels, wav_bytes_to_image, wav_bytes_to_waveform
 
     waveforms = tf.stack([wav_bytes_to_waveform(tf.io.read_file(str(p)), FEATURES) for p in mono])
     by_waveform = served.signatures["serving_waveforms"](
@@ -122,7 +123,7 @@ def test_versions_count_up_and_a_failed_export_leaves_nothing(exported, monkeypa
 
 def test_export_cli_takes_the_threshold_chosen_on_validation(exported, tmp_path, capsys):
     from pump_keras.config import RunConfig, replace
-    from pump_keras.config_io import config_to_json
+    from pump_keras.config import config_to_json
 
     model, _ = exported
     run_dir = tmp_path / "run"

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pump_keras import features
+from pump_keras.audio import features
 from pump_keras.config import DEFAULT_DB_RANGES, FEATURE_KINDS, FeatureConfig
 from tests.conftest import MIMII_DIR, DCASE_DIR
 from tests.wav_bytes import make_wav

@@ -18,7 +18,8 @@ from pump_keras.data.index import (
     normalize_machine_id,
     summarize,
 )
-from pump_keras.wavfile import WavFormatError, write_wav
+from pump_keras.audio.wavfile import write_wav
+from pump_keras.errors import WavFormatError
 from tests.conftest import fails_instead_of_hanging
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

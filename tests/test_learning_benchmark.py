@@ -6,7 +6,7 @@ import os
 import pytest
 
 from pump_keras.config import SyntheticConfig
-from pump_keras.config_io import load_config, preset
+from pump_keras.config import load_config, preset
 from pump_keras.data.index import ClipRecord
 from pump_keras.data.synthetic import FAULT_TYPES, draw_clip_params
 from tests.conftest import REPO_ROOT

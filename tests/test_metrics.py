@@ -1,4 +1,4 @@
-"""Tests of `pump_keras.metrics` against hand-worked examples and scikit-learn."""
+"""Tests of `pump_keras.evaluation.metrics` against hand-worked examples and scikit-learn."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from pump_keras.metrics import (
+from pump_keras.evaluation.metrics import (
     best_threshold,
     binary_metrics,
     bootstrap_ci,

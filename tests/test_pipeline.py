@@ -12,7 +12,8 @@ from pump_keras.data.index import ClipRecord, DatasetError, index_dataset
 from pump_keras.data.pipeline import cache_path_for, load_image, make_dataset
 from pump_keras.data.prepare import MANIFEST_NAME, make_split_datasets, prepare_splits
 from pump_keras.data.split import SplitError, read_manifest
-from pump_keras.wavfile import WavFormatError, write_wav
+from pump_keras.audio.wavfile import write_wav
+from pump_keras.errors import WavFormatError
 from tests.conftest import DCASE_DIR, MIMII_DIR
 
 SMALL = FeatureConfig(image_size=32)

@@ -1,4 +1,4 @@
-"""pump_keras.plots: each figure is one atomic PNG, and the pictures say the right thing."""
+"""pump_keras.evaluation.plots: each figure is one atomic PNG, and the pictures say the right thing."""
 
 import os
 import subprocess
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from pump_keras import plots
+from pump_keras.evaluation import plots
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -164,7 +164,7 @@ def test_replotting_replaces_the_png(tmp_path, clips):
 
 
 def test_importing_plots_leaves_the_backend_alone():
-    code = ("import matplotlib; matplotlib.use('svg'); import sys, pump_keras.plots; "
+    code = ("import matplotlib; matplotlib.use('svg'); import sys, pump_keras.evaluation.plots; "
             "assert matplotlib.get_backend() == 'svg', matplotlib.get_backend(); "
             "assert 'matplotlib.pyplot' not in sys.modules; "
             "assert 'tensorflow' not in sys.modules")

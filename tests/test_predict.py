@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pump_keras import predict
+from pump_keras.deploy import predict
+from pump_keras.cli import predict as predict_cli
 from pump_keras.config import FeatureConfig, ModelConfig, RunConfig
-from pump_keras.config_io import config_to_json
-from pump_keras.export import export_saved_model
-from pump_keras.serving_client import collect_wav_files
+from pump_keras.config import config_to_json
+from pump_keras.deploy.export import export_saved_model
+from pump_keras.deploy.serving_client import collect_wav_files
 from pump_keras.training.setup import build_model
-from pump_keras.wavfile import write_wav
+from pump_keras.audio.wavfile import write_wav
 from tests.conftest import REPO_ROOT, fails_instead_of_hanging, real_wav_files
 
 EXPORT_THRESHOLD = 0.5
@@ -131,7 +132,7 @@ def test_a_threshold_override_changes_is_anomaly(model, scored, clips):
 def test_cli_lists_every_file_in_json_and_csv_and_fails_on_a_bad_file(model, scored, clips, tmp_path, capsys):
     expected = by_path(scored["saved_model"])
     out_json = tmp_path / "out" / "results.json"
-    status = predict.main(["--model", model.saved_model, "--out", str(out_json), "--batch-size", "16", *clips])
+    status = predict_cli.main(["--model", model.saved_model, "--out", str(out_json), "--batch-size", "16", *clips])
     assert status == 1
     captured = capsys.readouterr()
     bad_line = next(line for line in captured.out.splitlines() if line.startswith(clips[-1]))
@@ -147,7 +148,7 @@ def test_cli_lists_every_file_in_json_and_csv_and_fails_on_a_bad_file(model, sco
     assert list(tmp_path.joinpath("out").iterdir()) == [out_json]  # no temporary file left behind
 
     out_csv = tmp_path / "results.csv"
-    status = predict.main(["--model", model.keras_file, "--run-dir", model.run_dir, "--out", str(out_csv), *clips])
+    status = predict_cli.main(["--model", model.keras_file, "--run-dir", model.run_dir, "--out", str(out_csv), *clips])
     assert status == 1
     with open(out_csv, newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -167,7 +168,7 @@ def test_directories_are_searched_recursively_and_each_failure_has_its_reason(mo
     (tmp_path / "plant" / "notes.txt").write_text("not audio")
     write_wav(str(tmp_path / "plant" / "line_1" / "slow.wav"), np.zeros((8000, 1), np.int16), 8000)
     missing = str(tmp_path / "missing.wav")
-    status = predict.main(["--model", model.saved_model, str(tmp_path / "plant"), missing])
+    status = predict_cli.main(["--model", model.saved_model, str(tmp_path / "plant"), missing])
     assert status == 1
     results = predict.predict_files(model.saved_model, [tmp_path / "plant", missing])
     found = {r["path"][len(str(tmp_path)) + 1:]: r for r in results}
@@ -183,17 +184,17 @@ def test_directories_are_searched_recursively_and_each_failure_has_its_reason(mo
 def test_usage_errors_exit_with_status_2(model, clips, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert predict.main(["--model", model.saved_model, str(empty)]) == 2
+    assert predict_cli.main(["--model", model.saved_model, str(empty)]) == 2
     assert "no .wav files" in capsys.readouterr().err
-    assert predict.main(["--model", str(tmp_path / "nothing"), clips[0]]) == 2
+    assert predict_cli.main(["--model", str(tmp_path / "nothing"), clips[0]]) == 2
     assert "does not exist" in capsys.readouterr().err
-    assert predict.main(["--model", model.saved_model, "--out", str(tmp_path / "r.txt"), clips[0]]) == 2
-    assert predict.main(["--model", model.saved_model, "--run-dir", model.run_dir, clips[0]]) == 2
+    assert predict_cli.main(["--model", model.saved_model, "--out", str(tmp_path / "r.txt"), clips[0]]) == 2
+    assert predict_cli.main(["--model", model.saved_model, "--run-dir", model.run_dir, clips[0]]) == 2
     lonely = tmp_path / "lonely.keras"
     lonely.write_bytes(open(model.keras_file, "rb").read())
-    assert predict.main(["--model", str(lonely), clips[0]]) == 2
+    assert predict_cli.main(["--model", str(lonely), clips[0]]) == 2
     assert "--run-dir" in capsys.readouterr().err
-    assert predict.main(["--model", model.saved_model, "--threshold", "1.5", clips[0]]) == 2
+    assert predict_cli.main(["--model", model.saved_model, "--threshold", "1.5", clips[0]]) == 2
     # The module runs as a program too.
     process = subprocess.run([sys.executable, "-m", "pump_keras.predict", "--model", model.saved_model,
                               str(empty)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
@@ -250,7 +251,7 @@ def test_a_float_wav_holding_nan_is_a_failed_file_and_the_json_stays_strict(mode
     nan_wav.write_bytes(make_wav(samples, format_tag=3, bits=32))
     good = clips[0]
     out = tmp_path / "scores.json"
-    status = predict.main(["--model", model.saved_model, "--out", str(out), good, str(nan_wav)])
+    status = predict_cli.main(["--model", model.saved_model, "--out", str(out), good, str(nan_wav)])
     captured = capsys.readouterr()
     assert status == 1
     assert "2 files: " in captured.out and "1 failed" in captured.out
@@ -267,7 +268,7 @@ def test_a_float_wav_holding_nan_is_a_failed_file_and_the_json_stays_strict(mode
 def test_predict_warns_about_a_synthetic_model_and_a_clip_unlike_the_training_length(model, clips, tmp_path, capsys):
     short = tmp_path / "short.wav"
     write_wav(str(short), np.zeros((16000, 1), np.int16), 16000)  # 1 s against 10 s training clips
-    assert predict.main(["--model", model.saved_model, clips[0], str(short)]) == 0
+    assert predict_cli.main(["--model", model.saved_model, clips[0], str(short)]) == 0
     err = capsys.readouterr().err
     assert "trained on SYNTHETIC pump recordings" in err
     warnings = [line for line in err.splitlines() if "s long, but the model was trained on" in line]
@@ -277,7 +278,7 @@ def test_predict_warns_about_a_synthetic_model_and_a_clip_unlike_the_training_le
 
 def test_the_clip_length_tolerance_is_the_recorded_fraction_of_the_training_length(tmp_path):
     from pump_keras.config import ExportConfig
-    from pump_keras.model_info import clip_length_warning
+    from pump_keras.deploy.model_info import clip_length_warning
 
     info = {"clip": {"seconds": 2.0, "frames": 32000, "sample_rate": 16000, "length_tolerance": 0.25}}
     lengths = {"inside_short": 1.5, "inside_long": 2.5, "outside_short": 1.49, "outside_long": 2.51}

@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-from pump_keras.data import resample
+from pump_keras.cli import resample as resample_cli
 from pump_keras.data.index import DatasetError, check_audio_headers, index_dataset
-from pump_keras.wavfile import read_wav_header, write_wav
+from pump_keras.audio.wavfile import read_wav_header, write_wav
 from tests.conftest import REPO_ROOT, fails_instead_of_hanging
 
 TONE_HZ = 1000.0
@@ -49,7 +49,7 @@ def test_a_rate_refusal_prints_the_command_that_converts_the_folder_keeping_freq
     out = tmp_path / "data" / "resampled_16000Hz"
     command = f"python -m pump_keras.data.resample {source} {out} --rate 16000"
     assert command in message and f"it writes {out / '-6_dB_pump'}" in message
-    assert resample.main(shlex.split(command)[3:]) == 0
+    assert resample_cli.main(shlex.split(command)[3:]) == 0
     assert "4 resampled to 16000 Hz, 1 copied" in capsys.readouterr().out
     converted = index_dataset(out / "-6_dB_pump")
     assert [os.path.relpath(r.path, out) for r in converted] == [os.path.relpath(r.path, tmp_path / "data")
@@ -65,21 +65,21 @@ def test_a_rate_refusal_prints_the_command_that_converts_the_folder_keeping_freq
     assert peak_hz(samples, 16000) == pytest.approx(TONE_HZ, abs=4)
     assert np.abs(samples[:, 1]).max() == pytest.approx(np.abs(samples[:, 0]).max() / 2, rel=0.02)
     # A second run keeps what the first wrote.
-    assert resample.main([str(source), str(out), "--rate", "16000"]) == 0
+    assert resample_cli.main([str(source), str(out), "--rate", "16000"]) == 0
     assert "5 kept" in capsys.readouterr().out
 
 
 def test_resample_usage_errors_and_unreadable_files(tmp_path, capsys):
     source = recordings_at(tmp_path / "data", 22050)
-    assert resample.main([str(source), str(source / "out")]) == 2
+    assert resample_cli.main([str(source), str(source / "out")]) == 2
     assert "must lie outside" in capsys.readouterr().err
-    assert resample.main([str(tmp_path / "nothing"), str(tmp_path / "out")]) == 2
+    assert resample_cli.main([str(tmp_path / "nothing"), str(tmp_path / "out")]) == 2
     assert "does not exist" in capsys.readouterr().err
-    assert resample.main([str(source), str(tmp_path / "out"), "--rate", "0"]) == 2
+    assert resample_cli.main([str(source), str(tmp_path / "out"), "--rate", "0"]) == 2
     (source / "pump" / "id_00" / "normal" / "broken.wav").write_bytes(b"not a wav")
     os.mkfifo(source / "pump" / "id_00" / "normal" / "pipe.wav")
     with fails_instead_of_hanging(30):
-        assert resample.main([str(source), str(tmp_path / "out")]) == 1
+        assert resample_cli.main([str(source), str(tmp_path / "out")]) == 1
     errors = capsys.readouterr().err
     assert "broken.wav: not a RIFF/WAVE file" in errors and "pipe.wav: a named pipe" in errors
     assert len(index_dataset(tmp_path / "out" / "-6_dB_pump")) == 5

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from pump_keras.config import replace
-from pump_keras.config_io import config_to_json, preset
+from pump_keras.config import config_to_json, preset
 from pump_keras.training import recipe
 from pump_keras.training.loop import LAST_PENDING, TrainingError, check_splits, improves, restore_checkpoint
-from pump_keras.training.run_dir import RunDirectory, RunDirError, check_manifest_paths, config_differences
+from pump_keras.run_dir import RunDirectory, RunDirError, check_manifest_paths, config_differences
 
 
 def config_in(path):
@@ -99,7 +99,7 @@ def test_splits_need_both_classes_and_a_full_batch():
 
 
 def test_atomic_writes_get_the_usual_permissions(tmp_path):
-    from pump_keras.wavfile import atomic_write_bytes
+    from pump_keras.files import atomic_write_bytes
 
     old = os.umask(0o022)
     try:

@@ -1,4 +1,4 @@
-"""`pump_keras.serving_client` against a local stand-in for TF Serving's REST API.
+"""`pump_keras.deploy.serving_client` against a local stand-in for TF Serving's REST API.
 
 The stand-in is NOT TF Serving: it is an `http.server` in a thread that
 reads the request the way TF Serving's row format does (`signature_name`,
@@ -20,8 +20,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pump_keras import serving_client
-from pump_keras.serving_client import ServingError, score_files
+from pump_keras.deploy import serving_client
+from pump_keras.cli import serving_client as serving_client_cli
+from pump_keras.deploy.serving_client import ServingError, score_files
 from tests.conftest import real_wav_files
 from tests.test_predict import tiny_model_files
 
@@ -116,7 +117,7 @@ def test_scores_equal_the_saved_models_own(server):
 
 def test_the_cli_prints_one_row_per_file(server, capsys):
     paths = [str(path) for path in real_wav_files()[:3]]
-    assert serving_client.main([*paths, "--url", server.url, "--batch-size", "2"]) == 0
+    assert serving_client_cli.main([*paths, "--url", server.url, "--batch-size", "2"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["path", "anomaly_score", "is_anomaly", "error"]
     assert [line.split()[0] for line in lines[1:-1]] == paths
@@ -132,7 +133,7 @@ def test_a_bad_file_is_named_and_the_good_files_of_its_batch_are_still_scored(se
     assert results[0]["error"] is None and results[2]["error"] is None
     assert 0.0 <= results[0]["anomaly_score"] <= 1.0 and isinstance(results[2]["is_anomaly"], bool)
     assert results[1]["anomaly_score"] is None and "RIFF/WAVE" in results[1]["error"]
-    assert serving_client.main([good[0], bad_file, "--url", server.url]) == 1
+    assert serving_client_cli.main([good[0], bad_file, "--url", server.url]) == 1
     out = capsys.readouterr().out
     assert "RIFF/WAVE" in next(line for line in out.splitlines() if line.startswith(bad_file))
     assert float(next(line for line in out.splitlines() if line.startswith(good[0])).split()[1]) >= 0.0
@@ -149,9 +150,9 @@ def test_connection_refused_is_a_clear_error(capsys, tmp_path):
     clip = str(real_wav_files()[0])
     with pytest.raises(ServingError, match=r"cannot reach .*:\d+.*[Cc]onnection refused"):
         score_files(url, [clip])
-    assert serving_client.main([clip, "--url", url]) == 1
+    assert serving_client_cli.main([clip, "--url", url]) == 1
     assert "Connection refused" in capsys.readouterr().err
-    assert serving_client.main([str(tmp_path), "--url", url]) == 2  # no files: usage error
+    assert serving_client_cli.main([str(tmp_path), "--url", url]) == 2  # no files: usage error
 
 
 def test_request_body_is_tf_servings_row_format():
@@ -220,23 +221,23 @@ def test_every_field_of_an_answer_is_checked(tmp_path):
 
 
 def test_model_info_makes_the_client_warn_like_predict(server, tmp_path, capsys):
-    from pump_keras.wavfile import write_wav
+    from pump_keras.audio.wavfile import write_wav
 
     short = tmp_path / "short.wav"
     write_wav(str(short), np.zeros((16000, 1), np.int16), 16000)
     saved_model = tiny_model_files(None).saved_model
     good = str(real_wav_files()[0])
-    assert serving_client.main([good, str(short), "--url", server.url, "--model-info", saved_model]) == 0
+    assert serving_client_cli.main([good, str(short), "--url", server.url, "--model-info", saved_model]) == 0
     err = capsys.readouterr().err
     assert "trained on SYNTHETIC pump recordings" in err
     warnings = [line for line in err.splitlines() if "s long, but the model was trained on" in line]
     assert len(warnings) == 1 and warnings[0].startswith(f"warning: {short} is 1 s")
-    assert serving_client.main([good, "--url", server.url, "--model-info", str(tmp_path)]) == 2
+    assert serving_client_cli.main([good, "--url", server.url, "--model-info", str(tmp_path)]) == 2
     assert "not a pump_keras export" in capsys.readouterr().err
 
 
 def test_a_named_pipe_among_the_files_is_a_failed_row_and_never_opened(tmp_path):
-    from pump_keras.serving_client import read_files
+    from pump_keras.deploy.serving_client import read_files
     from tests.conftest import fails_instead_of_hanging
 
     (tmp_path / "clip.wav").write_bytes(b"RIFF")

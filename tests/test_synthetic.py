@@ -9,7 +9,8 @@ from scipy.io import wavfile as scipy_wavfile
 
 from pump_keras.config import SyntheticConfig
 from pump_keras.data import synthetic
-from pump_keras.wavfile import WAVE_FORMAT_EXTENSIBLE, WAVE_FORMAT_PCM, read_wav_header
+from pump_keras.cli import synthetic as synthetic_cli
+from pump_keras.audio.wavfile import WAVE_FORMAT_EXTENSIBLE, WAVE_FORMAT_PCM, read_wav_header
 
 SMALL = SyntheticConfig(clips_per_class=2, seconds=0.5, snr_db=(0.0, -6.0), seed=7)
 
@@ -145,7 +146,7 @@ def test_same_recording_across_snr_folders(small_tree):
 
 def test_cli_writes_the_tree(tmp_path, capsys):
     out = tmp_path / "cli"
-    code = synthetic.main(["--out", str(out), "--clips-per-class", "1", "--seconds", "0.25",
+    code = synthetic_cli.main(["--out", str(out), "--clips-per-class", "1", "--seconds", "0.25",
                            "--snr-db", "6", "-6", "--seed", "3", "--machine-ids", "00", "4"])
     assert code == 0
     files = _all_files(out)
@@ -157,7 +158,7 @@ def test_cli_writes_the_tree(tmp_path, capsys):
     assert [p.split(" (")[0] for p in progress] == [  # one progress line per machine id
         "Synthetic recordings: id_00 done, 4/8 files", "Synthetic recordings: id_04 done, 8/8 files"]
     with pytest.raises(SystemExit):
-        synthetic.main(["--out", str(out), "--machine-ids", "01"])
+        synthetic_cli.main(["--out", str(out), "--machine-ids", "01"])
 
 
 def test_invalid_settings_are_refused(tmp_path):

@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from pump_keras import tflite
+from pump_keras.deploy import tflite
 from pump_keras.config import DataConfig, FeatureConfig
 from pump_keras.data.index import index_dataset
 from pump_keras.data.pipeline import make_dataset

@@ -133,7 +133,7 @@ def test_another_config_in_the_run_directory_is_refused(quick_run):
 
 def cli_error(capsys, run_dir, *extra):
     """Runs the CLI in this process (the errors come before any training); returns (status, stderr)."""
-    from pump_keras.train import main
+    from pump_keras.cli.train import main
 
     status = main(["--run-dir", str(run_dir), "--verbose", "0", *extra])
     return status, capsys.readouterr().err
@@ -232,9 +232,9 @@ def test_resume_names_the_damaged_or_missing_file(short_run, tmp_path, capsys):
 
 
 def test_best_checkpoint_is_never_newer_than_the_committed_state(tmp_path, monkeypatch):
-    from pump_keras.config_io import load_config
+    from pump_keras.config import load_config
     from pump_keras.training import loop
-    from pump_keras.training.run_dir import RunDirectory
+    from pump_keras.run_dir import RunDirectory
 
     config = load_config("quick", overrides=[
         f"run_dir={tmp_path / 'run'}", "train.epochs=2", "train.checkpoint_metric=val_loss", "train.verbose=0",
@@ -265,7 +265,7 @@ def test_the_next_export_removes_a_killed_exports_staging_folder(tmp_path):
     import keras
 
     from pump_keras.config import FeatureConfig
-    from pump_keras.export import export_saved_model
+    from pump_keras.deploy.export import export_saved_model
 
     features = FeatureConfig(image_size=32)
     inputs = keras.Input(features.input_shape)
@@ -312,7 +312,7 @@ def test_every_entry_point_quiets_tensorflow_before_importing_it_unless_the_user
 
 
 def test_evaluation_reports_its_progress(short_run, tmp_path):
-    from pump_keras.evaluation import evaluate_run
+    from pump_keras.evaluation.report import evaluate_run
 
     run_dir = tmp_path / "copy"
     counts = {name: len(records) for name, records in resumable_copy(short_run, run_dir).items()}

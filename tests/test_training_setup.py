@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pump_keras import cpu_allocator
+from pump_keras.training import cpu_allocator
 from pump_keras.config import ModelConfig, TrainConfig
 from pump_keras.models import build
 from pump_keras.training import recipe, setup

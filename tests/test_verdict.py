@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pump_keras.config import EvalConfig
-from pump_keras.verdict import compare_with_baseline
+from pump_keras.evaluation.verdict import compare_with_baseline
 
 RNG = np.random.default_rng(0)
 LABELS = np.array([0] * 60 + [1] * 20)

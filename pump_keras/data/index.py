@@ -28,7 +28,8 @@ import re
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from pump_keras.wavfile import read_wav_header, special_file_kind
+from pump_keras.audio.wavfile import read_wav_header, special_file_kind
+from pump_keras.errors import DatasetError
 
 KNOWN_MACHINES = ("pump", "fan", "valve", "slider", "ToyCar", "ToyConveyor")
 LABEL_NAMES = {0: "normal", 1: "abnormal"}
@@ -54,9 +55,6 @@ _DCASE_CLASSES = {"normal": 0, "anomaly": 1}
 _DCASE_SUBSETS = ("train", "test")
 _MAX_EXAMPLES = 3
 
-
-class DatasetError(ValueError):
-    """A dataset tree that cannot be indexed or checked; the message says why."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -39,9 +39,9 @@ import numpy as np
 import tensorflow as tf
 
 from pump_keras.config import DataConfig, FeatureConfig, to_dict
-from pump_keras.audio import decode_samples, decoder_name
-from pump_keras.features import to_backbone_channels, waveform_to_image, wav_bytes_to_image
-from pump_keras.wavfile import read_wav_header
+from pump_keras.audio.decode import decode_samples, decoder_name
+from pump_keras.audio.features import to_backbone_channels, waveform_to_image, wav_bytes_to_image
+from pump_keras.audio.wavfile import read_wav_header
 
 
 def load_image(path: tf.Tensor, config: FeatureConfig) -> tf.Tensor:

@@ -14,22 +14,20 @@ is named), 2 for a usage error.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shlex
 import sys
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from pump_keras.config import FeatureConfig
-from pump_keras.wavfile import WavFormatError, atomic_write_bytes, read_wav_header, special_file_kind, write_wav
+from pump_keras.audio.wavfile import read_wav_header, special_file_kind, write_wav
+from pump_keras.errors import WavFormatError
+from pump_keras.files import atomic_write_bytes
+from pump_keras.errors import ResampleError
 
 INT16_SCALE = 32768.0
 
-
-class ResampleError(ValueError):
-    """A source or output folder that cannot be used; the message says which and why."""
 
 
 def output_folder_name(rate: int) -> str:
@@ -135,30 +133,7 @@ def resample_tree(source: str, out: str, rate: int,
     return outcomes
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Runs the CLI; returns the exit status (0 all written, 1 some failed, 2 usage error)."""
-    parser = argparse.ArgumentParser(prog="python -m pump_keras.data.resample", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("source", help="a folder of recordings (searched at any depth) or one WAV file")
-    parser.add_argument("out", help="the folder that receives <name of source>/...")
-    parser.add_argument("--rate", type=int, default=FeatureConfig().sample_rate,
-                        help="the sample rate to write, in Hz (default: FeatureConfig.sample_rate)")
-    args = parser.parse_args(argv)
+if __name__ == "__main__":  # `python -m pump_keras.data.resample`: the command lives in pump_keras.cli
+    from pump_keras.cli.resample import main
 
-    def report(path, reason):
-        print(f"error: {path}: {reason}" if not reason.startswith(path) else f"error: {reason}", file=sys.stderr)
-
-    try:
-        outcomes = resample_tree(args.source, args.out, args.rate, report)
-    except ResampleError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    destination = os.path.join(os.path.abspath(args.out), os.path.basename(os.path.abspath(args.source)))
-    print(f"{destination}: {len(outcomes['resampled'])} resampled to {args.rate} Hz, "
-          f"{len(outcomes['copied'])} copied (already {args.rate} Hz), {len(outcomes['kept'])} kept "
-          f"(written before), {len(outcomes['failed'])} failed.")
-    return 1 if outcomes["failed"] else 0
-
-
-if __name__ == "__main__":
     sys.exit(main())

@@ -27,7 +27,8 @@ import os
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from pump_keras.data.index import LABEL_NAMES, ClipRecord
-from pump_keras.wavfile import atomic_write_bytes
+from pump_keras.files import atomic_write_bytes
+from pump_keras.errors import ManifestError, SplitError
 
 SPLITS = ("train", "val", "test")
 MANIFEST_COLUMNS = ("split", "path", "label", "machine", "machine_id", "snr_db", "clip_key")
@@ -35,12 +36,6 @@ MANIFEST_COLUMNS = ("split", "path", "label", "machine", "machine_id", "snr_db",
 _HASH_BYTES = 8
 
 
-class SplitError(ValueError):
-    """A split that cannot be made as asked; the message says why."""
-
-
-class ManifestError(ValueError):
-    """A manifest file that cannot be read; the message names the file and line."""
 
 
 def split_records(

@@ -93,19 +93,18 @@ leaves it byte-identical, and other files in the output folder are left alone.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 from scipy import fft as sp_fft
 from scipy import signal
 
 from pump_keras.config import SyntheticConfig
-from pump_keras.wavfile import write_wav
+from pump_keras.audio.wavfile import write_wav
 
 LABELS = ("normal", "abnormal")
 LABEL_CODES = {"normal": 0, "abnormal": 1}
@@ -902,51 +901,6 @@ def generate_dataset(out_dir: str, config: SyntheticConfig,
     return sorted(written)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The CLI's argument parser; defaults come from `SyntheticConfig`."""
-    defaults = SyntheticConfig()
-    parser = argparse.ArgumentParser(
-        prog="python -m pump_keras.data.synthetic",
-        description="Write synthetic pump recordings in the MIMII layout.",
-    )
-    parser.add_argument("--out", required=True, help="output folder (created if missing)")
-    parser.add_argument("--clips-per-class", type=int, default=defaults.clips_per_class,
-                        help=f"clips per machine id and class (default {defaults.clips_per_class})")
-    parser.add_argument("--seconds", type=float, default=defaults.seconds,
-                        help=f"clip length (default {defaults.seconds})")
-    parser.add_argument("--abnormal-clips-per-id", type=int, default=None,
-                        help="abnormal clips per machine id (default: --clips-per-class)")
-    parser.add_argument("--snr-db", type=float, nargs="+", default=list(defaults.snr_db),
-                        help="SNR folders to write (default %(default)s)")
-    parser.add_argument("--seed", type=int, default=defaults.seed,
-                        help=f"random seed (default {defaults.seed})")
-    parser.add_argument("--fault-boost-db", type=float, default=defaults.fault_boost_db,
-                        help="make every fault this many dB stronger (default %(default)s)")
-    parser.add_argument("--machine-ids", nargs="+", default=list(defaults.machine_ids),
-                        help=f"machine ids (default {' '.join(defaults.machine_ids)})")
-    return parser
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """CLI entry point: writes the tree and prints one summary line."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        config = SyntheticConfig(
-            clips_per_class=args.clips_per_class, seconds=args.seconds,
-            abnormal_clips_per_id=args.abnormal_clips_per_id,
-            snr_db=tuple(args.snr_db), seed=args.seed, machine_ids=tuple(args.machine_ids),
-            fault_boost_db=args.fault_boost_db,
-        )
-        start = time.perf_counter()
-        paths = generate_dataset(args.out, config, log=print)
-    except ValueError as error:
-        parser.error(str(error))
-    elapsed = time.perf_counter() - start
-    print(f"wrote {len(paths)} files to {args.out} in {elapsed:.1f} s")
-    return 0
-
-
 __all__ = [
     "LABELS",
     "FAULT_TYPES",
@@ -963,10 +917,10 @@ __all__ = [
     "generate_dataset",
     "clips_of_class",
     "validate_config",
-    "build_parser",
-    "main",
 ]
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # `python -m pump_keras.data.synthetic`: the command lives in pump_keras.cli
+    from pump_keras.cli.synthetic import main
+
     sys.exit(main())

@@ -3,6 +3,9 @@
 Every builder returns an uncompiled `keras.Model` mapping images
 `[batch, H, W, C]` in [0, 1] to one logit per image (no sigmoid: train with
 `BinaryCrossentropy(from_logits=True)`).
+
+A leaf: it imports no model. Importing `pump_keras.models` imports the
+built-in model modules, which register themselves here.
 """
 
 from __future__ import annotations
@@ -28,13 +31,11 @@ def register_model(name: str):
 
 def available_models() -> List[str]:
     """Registered model names, sorted."""
-    _load_builtin_models()
     return sorted(_BUILDERS)
 
 
 def builder(name: str) -> Callable[..., keras.Model]:
     """The builder registered as `name` (its signature lists the model's options)."""
-    _load_builtin_models()
     if name not in _BUILDERS:
         raise ValueError(f"Unknown model {name!r}; available: {', '.join(sorted(_BUILDERS))}.")
     return _BUILDERS[name]
@@ -44,7 +45,3 @@ def build(name: str, **options) -> keras.Model:
     """Builds the registered model `name` with keyword `options`."""
     return builder(name)(**options)
 
-
-def _load_builtin_models() -> None:
-    # Importing the modules registers their builders.
-    from pump_keras.models import conformer, efficientnet_v2, zoo  # noqa: F401

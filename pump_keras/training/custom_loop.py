@@ -48,10 +48,8 @@ import tensorflow as tf
 
 from pump_keras.config import TrainConfig
 from pump_keras.training import recipe
+from pump_keras.errors import WorkerLostError
 
-
-class WorkerLostError(RuntimeError):
-    """Another worker stopped taking part (it failed, was killed, or did not answer in time)."""
 
 
 # What a collective raises when a peer is gone: TensorFlow's health check

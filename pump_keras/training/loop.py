@@ -15,18 +15,17 @@ import numpy as np
 import tensorflow as tf
 
 from pump_keras.config import RunConfig, replace, to_dict
-from pump_keras.data.index import check_audio_headers, machine_group
+from pump_keras.data.index import check_audio_headers
 from pump_keras.data.pipeline import make_dataset
 from pump_keras.data.prepare import MANIFEST_NAME, prepare_splits
 from pump_keras.data.split import describe_splits, write_manifest
 from pump_keras.data.synthetic import generate_dataset
 from pump_keras.training import custom_loop, recipe, setup
-from pump_keras.training.run_dir import RunDirectory, check_manifest_paths
-from pump_keras.wavfile import atomic_write_bytes
+from pump_keras.run_dir import RunDirectory, check_manifest_paths
+from pump_keras.evaluation.scoring import evaluate_model, predict_scores
+from pump_keras.files import atomic_write_bytes
+from pump_keras.errors import TrainingError
 
-
-class TrainingError(ValueError):
-    """Input that makes a run impossible (a split too small, a class missing); nothing was overwritten."""
 
 
 @dataclass
@@ -94,44 +93,9 @@ class _RunProgress(keras.callbacks.ProgbarLogger):
         self.epochs = self.total_epochs
 
 
-def predict_scores(model: keras.Model, dataset: tf.data.Dataset) -> np.ndarray:
-    """Logits of every clip of an unshuffled dataset, in record order."""
-    logits = model.predict(dataset.map(lambda images, labels: images), verbose=0)
-    return np.asarray(logits, dtype=np.float64).reshape(-1)
-
-
-def evaluate_model(model: keras.Model, datasets: dict, splits: dict, predict=predict_scores,
-                   baseline_test_scores=None, eval_config=None) -> dict:
-    """Test metrics at the threshold with the best balanced accuracy on validation.
-
-    With `baseline_test_scores` (the log-mel logistic regression's, same
-    test clips), `baseline` holds its test metrics and `verdict` the paired
-    comparison of the two AUCs (`pump_keras.verdict`).
-    """
-    from pump_keras import metrics
-    from pump_keras.evaluation import sigmoid
-    from pump_keras.verdict import compare_with_baseline
-
-    scores = {name: predict(model, datasets[name]) for name in ("val", "test") if name in datasets}
-    labels = {name: np.array([r.label for r in splits[name]]) for name in scores}
-    threshold = metrics.best_threshold(labels["val"], scores["val"], criterion="balanced_accuracy")
-    result = {"threshold_logit": float(threshold), "threshold_criterion": "best balanced accuracy on val",
-              "threshold_probability": sigmoid(threshold)}
-    for name in scores:
-        groups = [machine_group(r) for r in splits[name]]
-        result[name] = metrics.binary_metrics(labels[name], scores[name], threshold)
-        result[f"{name}_per_machine_id"] = metrics.grouped_metrics(labels[name], scores[name], groups, threshold)
-    if baseline_test_scores is not None and "test" in scores:
-        result["baseline"] = {"name": "logistic_regression", "test": {
-            "auc": metrics.roc_auc(labels["test"], baseline_test_scores),
-            "pauc": metrics.partial_auc(labels["test"], baseline_test_scores)}}
-        result["verdict"] = compare_with_baseline(labels["test"], scores["test"], baseline_test_scores, eval_config)
-    return result
-
-
 def baseline_scores(splits: dict, config: RunConfig, run: RunDirectory, log: Callable) -> Optional[np.ndarray]:
     """The log-mel logistic regression's test scores on the run's split, or None without a test split."""
-    from pump_keras.baselines import run_baselines
+    from pump_keras.evaluation.baselines import run_baselines
 
     if not splits.get("test"):
         return None

@@ -11,17 +11,15 @@ import numpy as np
 import tensorflow as tf
 
 from pump_keras.config import MIXED_PRECISION, ModelConfig, RunConfig, TrainConfig
-from pump_keras.cpu_allocator import select_cpu_allocator
+from pump_keras.training.cpu_allocator import select_cpu_allocator
 from pump_keras.layers.standardization import row_standardization, with_row_standardization
 from pump_keras.models import build, registry
 from pump_keras.training.recipe import derived_seed
+from pump_keras.errors import InitError
 
 MODEL_FIELDS = ("attention", "attention_placement", "reduction", "width_multiplier",
                 "depth_multiplier", "dropout_rate", "drop_connect_rate")
 
-
-class InitError(ValueError):
-    """An `init_from` source that cannot initialise this model."""
 
 
 def configure_runtime(config: TrainConfig) -> None:

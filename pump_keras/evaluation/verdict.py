@@ -1,6 +1,6 @@
 """Does the network beat the simple baseline on this split? A judgement in plain words.
 
-The network and the log-mel logistic regression (`pump_keras.baselines`) are
+The network and the log-mel logistic regression (`pump_keras.evaluation.baselines`) are
 scored on the same test clips. Their AUCs are compared by a paired bootstrap
 over clips: each resample draws the same clips for both, so the interval of
 the *difference* is much narrower than the two AUC intervals side by side.
@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-from pump_keras import metrics
+from pump_keras.evaluation import metrics
 from pump_keras.config import EvalConfig
 
 BASELINE_DESCRIPTION = "a logistic regression on log-mel band statistics"

@@ -15,22 +15,21 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from pump_keras import metrics
-from pump_keras.verdict import compare_with_baseline
+from pump_keras.evaluation import metrics
+from pump_keras.evaluation.scoring import choose_threshold, score_records, sigmoid
+from pump_keras.evaluation.verdict import compare_with_baseline
 from pump_keras.config import EvalConfig, RunConfig, replace
-from pump_keras.config_io import config_from_json
+from pump_keras.config import config_from_json
 from pump_keras.data.index import machine_group
 from pump_keras.data.split import leaked_examples
-from pump_keras.wavfile import atomic_write_bytes
+from pump_keras.files import atomic_write_bytes
+from pump_keras.errors import EvaluationError
 
 REPORT_DIR = "report"
 THRESHOLD_FILE = "threshold.json"
 INTERVAL_METRICS = ("accuracy", "balanced_accuracy", "f1", "auc", "pauc")
 ALL_CLIPS = "all"
 
-
-class EvaluationError(ValueError):
-    """A run or data that cannot be evaluated; the message says which and why."""
 
 
 def load_run_config(run_dir: str) -> RunConfig:
@@ -40,17 +39,6 @@ def load_run_config(run_dir: str) -> RunConfig:
         raise EvaluationError(f"{run_dir} holds no config.json: not a pump_keras run directory.")
     with open(path, encoding="utf-8") as handle:
         return config_from_json(handle.read())
-
-
-def sigmoid(logit: float) -> float:
-    """The probability of a logit, without overflow."""
-    return 0.5 * (1.0 + math.tanh(0.5 * logit))
-
-
-def choose_threshold(labels, scores, config: EvalConfig) -> float:
-    """The decision threshold on validation scores, by `config.threshold_criterion`."""
-    return metrics.best_threshold(labels, scores, criterion=config.threshold_criterion,
-                                  target_fpr=config.target_fpr)
 
 
 def _at_threshold(name: str, threshold: float) -> Callable:
@@ -81,15 +69,6 @@ def metrics_with_intervals(labels, scores, threshold: float, config: EvalConfig)
 def snr_name(snr_db: Optional[float]) -> str:
     """`"-6 dB"`, or `"n/a"` for recordings without an SNR folder (DCASE)."""
     return "n/a" if snr_db is None else f"{snr_db:g} dB"
-
-
-def score_records(model, records: Sequence, config: RunConfig, cache_dir: Optional[str], name: str) -> np.ndarray:
-    """Logits of `records` (unshuffled tf.data pipeline, cached under `cache_dir`)."""
-    from pump_keras.data.pipeline import make_dataset
-    from pump_keras.training.loop import predict_scores
-
-    return predict_scores(model, make_dataset(records, config.features, config.data, training=False,
-                                              cache_dir=cache_dir, name=name))
 
 
 def eval_records(config: RunConfig, run_dir: str, data_dir: Optional[str], split: str,
@@ -240,7 +219,7 @@ def baseline_results(records: dict, run_config: RunConfig, eval_config: EvalConf
     Returns their metrics and the logistic regression's scores of the evaluated clips.
     `log` receives the progress of the features not yet cached.
     """
-    from pump_keras import baselines
+    from pump_keras.evaluation import baselines
     from pump_keras.data.split import read_manifest
 
     splits = read_manifest(os.path.join(run_dir, "split.csv"))
@@ -265,8 +244,8 @@ def draw_figures(model, run_dir: str, report_dir: str, run_config: RunConfig, re
     """Writes the report's PNGs; returns {figure: file name}."""
     import tensorflow as tf
 
-    from pump_keras import plots
-    from pump_keras.features import to_backbone_channels, wav_bytes_to_image
+    from pump_keras.evaluation import plots
+    from pump_keras.audio.features import to_backbone_channels, wav_bytes_to_image
 
     figures = {}
 

@@ -19,10 +19,6 @@ import os
 import sys
 import time
 
-from pump_keras.tf_log_level import quiet_tensorflow_logs
-
-quiet_tensorflow_logs()
-
 
 def build_parser() -> argparse.ArgumentParser:
     """The CLI's argument parser."""
@@ -58,7 +54,7 @@ def resolve_config(args):
     """The `RunConfig` of parsed arguments."""
     import json
 
-    from pump_keras.config_io import load_config
+    from pump_keras.config import load_config
 
     overrides = list(args.set)
     for flag, key in FLAG_SETTINGS.items():
@@ -77,7 +73,7 @@ def resolve_config(args):
 
 def _run_dir_given(args) -> bool:
     """Whether `--run-dir`, a `--set run_dir=...` or the `--config` file names the run directory."""
-    from pump_keras.config_io import read_config_file
+    from pump_keras.config import read_config_file
 
     if args.run_dir is not None or any(o.strip().startswith("run_dir=") for o in args.set):
         return True
@@ -87,7 +83,7 @@ def _run_dir_given(args) -> bool:
 def main(argv=None) -> int:
     """Runs the CLI; returns the exit status."""
     args = build_parser().parse_args(argv)
-    from pump_keras.config_io import ConfigError
+    from pump_keras.config import ConfigError
 
     try:
         config = resolve_config(args)
@@ -108,7 +104,7 @@ def main(argv=None) -> int:
 
     from pump_keras.training.custom_loop import WorkerLostError
     from pump_keras.training.loop import TrainingError, train
-    from pump_keras.training.run_dir import RunDirError
+    from pump_keras.run_dir import RunDirError
     from pump_keras.training.setup import InitError
 
     started = time.perf_counter()
@@ -150,15 +146,15 @@ def check_export(config) -> None:
     """Refuses, before training, an export the run could not make at its end (see `check_export_target`)."""
     if not config.export.enabled or _exported(config):
         return
-    from pump_keras.export import check_export_target, trains_on_synthetic
+    from pump_keras.deploy.export import check_export_target, trains_on_synthetic
 
     check_export_target(model_dir(config), config.export.version, trains_on_synthetic(config.data))
 
 
 def export_run(config, result) -> str:
     """Exports the run's best model to `export.out_dir/name/version/`; records it in the run directory."""
-    from pump_keras.export import export_run as export
-    from pump_keras.training.run_dir import RunDirectory
+    from pump_keras.deploy.export import export_run as export
+    from pump_keras.run_dir import RunDirectory
 
     path = export(config.run_dir, model_dir(config), config.export.version, log=lambda line: print(line, flush=True))
     RunDirectory(config.run_dir).write_json("export.json", {"saved_model": os.path.abspath(path)})

@@ -23,18 +23,12 @@ FLOPs) and `OUT/results.json`.
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import itertools
 import json
 import os
 import statistics
-import sys
 from typing import Dict, List, Sequence, Tuple
-
-from pump_keras.tf_log_level import quiet_tensorflow_logs
-
-quiet_tensorflow_logs()
 
 METRICS = ("accuracy", "auc", "pauc", "balanced_accuracy", "f1")
 SYNTHETIC_MARKER = "synthetic.json"
@@ -98,7 +92,7 @@ def cell_config(preset: str, config_path, base_overrides: Sequence[str], overrid
     `model.FIELD=VALUE` overrides (listed with the cell's results).
     """
     from pump_keras.config import ModelConfig
-    from pump_keras.config_io import load_config
+    from pump_keras.config import load_config
     from pump_keras.models import registry
     from pump_keras.training.setup import MODEL_FIELDS
 
@@ -117,9 +111,9 @@ def run_cell(base_overrides: List[str], overrides: List[str], preset: str, confi
     """Trains (or resumes, or reads) one seed of one cell; returns its test metrics."""
     import keras
 
-    from pump_keras.config_io import load_config
+    from pump_keras.config import load_config
     from pump_keras.training.loop import train
-    from pump_keras.training.run_dir import RunDirectory
+    from pump_keras.run_dir import RunDirectory
 
     config = load_config(preset, config_path, [*base_overrides, *overrides, f"train.seed={seed}",
                                                f"run_dir={run_dir}", "export.enabled=false"])
@@ -141,7 +135,7 @@ def synthetic_recordings(data_dir: str, settings) -> str:
     """
     from pump_keras.config import to_dict
     from pump_keras.data.synthetic import generate_dataset
-    from pump_keras.wavfile import atomic_write_bytes
+    from pump_keras.files import atomic_write_bytes
 
     marker = os.path.join(data_dir, SYNTHETIC_MARKER)
     requested = json.loads(json.dumps(to_dict(settings)))
@@ -164,8 +158,8 @@ def synthetic_recordings(data_dir: str, settings) -> str:
 def run_grid(tables: Dict[str, List[Axis]], seeds: int, out_dir: str, preset: str = "quick",
              config_path=None, overrides: Sequence[str] = (), log=print) -> dict:
     """Runs every cell of every table for `seeds` seeds; writes and returns the results."""
-    from pump_keras.config_io import load_config
-    from pump_keras.wavfile import atomic_write_bytes
+    from pump_keras.config import load_config
+    from pump_keras.files import atomic_write_bytes
 
     base = list(overrides)
     config = load_config(preset, config_path, base)
@@ -206,44 +200,3 @@ def markdown(results: dict, seeds: int, preset: str) -> str:
                          + " | ".join(row[m] for m in METRICS) + " |")
         lines.append("")
     return "\n".join(lines)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The CLI's argument parser."""
-    parser = argparse.ArgumentParser(prog="python -m pump_keras.ablate", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--grid", choices=sorted(GRIDS), help="the paper's tables (default: tables)")
-    parser.add_argument("--axis", action="append", default=[], metavar="SECTION.FIELD=V1,V2",
-                        help="a custom table: the product of these axes (repeatable)")
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--out", default="runs/ablate")
-    parser.add_argument("--preset", default="quick")
-    parser.add_argument("--config")
-    parser.add_argument("--data-dir")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE")
-    return parser
-
-
-def main(argv=None) -> int:
-    """Runs the CLI; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    try:
-        if args.axis:
-            if args.grid:
-                raise ValueError("give either --grid or --axis, not both")
-            tables = {"custom": [parse_axis(text) for text in args.axis]}
-        else:
-            tables = {name: TABLES[name] for name in GRIDS[args.grid or "tables"]}
-        if args.seeds < 1:
-            raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
-        overrides = list(args.set) + ([f"data.data_dir={args.data_dir}"] if args.data_dir else [])
-        run_grid(tables, args.seeds, args.out, args.preset, args.config, overrides)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(open(os.path.join(args.out, "results.md"), encoding="utf-8").read())
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -4,7 +4,7 @@
 threshold, the feature config, the training clip length and sample rate
 (`clip`) and where the model came from (`provenance`: the data, whether it
 was synthetic, test metrics beside the baseline, package version, commit).
-`pump_keras.predict` and `pump_keras.serving_client` read it to warn about a
+`pump_keras.deploy.predict` and `pump_keras.deploy.serving_client` read it to warn about a
 model trained on synthetic recordings and about clips whose length differs
 from the training clips'. Standard library and the WAV header reader only,
 so the serving client stays free of TensorFlow.
@@ -16,13 +16,12 @@ import json
 import os
 from typing import List, Optional, Sequence
 
-from pump_keras.wavfile import WavFormatError, read_wav_header
+from pump_keras.audio.wavfile import read_wav_header
+from pump_keras.errors import WavFormatError
+from pump_keras.errors import ModelInfoError
 
 METADATA_NAME = "pump_keras.json"
 
-
-class ModelInfoError(ValueError):
-    """A model-info path that holds no readable `pump_keras.json`; the message says which and why."""
 
 
 def info_file(path: str) -> str:

@@ -11,7 +11,7 @@ above its numbered versions: the highest is used, as TF Serving does) or a
   signature: decoding, feature, image and threshold are baked in
   (`assets.extra/pump_keras.json` records the threshold and features).
 * A `.keras` file gets the very same in-graph front end
-  (`pump_keras.export.serving_functions`), so its scores match the exported
+  (`pump_keras.deploy.export.serving_functions`), so its scores match the exported
   model's. The feature config comes from `RUN/config.json` (`--run-dir`,
   default: the file's own folder); the threshold from `--threshold`, else
   the run's (`RUN/threshold.json`, then `RUN/metrics.json`), else 0.5 with
@@ -30,26 +30,20 @@ file was scored, 1 when some failed, 2 for a usage error.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import io
 import json
 import os
-import sys
-import warnings
 from typing import Callable, List, Optional, Sequence
 
-from pump_keras.tf_log_level import quiet_tensorflow_logs
+import numpy as np
+import tensorflow as tf
 
-quiet_tensorflow_logs()
-
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from pump_keras.model_info import METADATA_NAME, clip_length_warnings, synthetic_warning  # noqa: E402
-from pump_keras.serving_client import collect_wav_files, read_files, readable_reason  # noqa: E402
-from pump_keras.wavfile import atomic_write_bytes  # noqa: E402
+from pump_keras.deploy.model_info import METADATA_NAME
+from pump_keras.deploy.serving_client import collect_wav_files, read_files, readable_reason
+from pump_keras.files import atomic_write_bytes
+from pump_keras.errors import PredictError
 
 SIGNATURE = "serving_default"
 INPUT_NAME = "wav_bytes"
@@ -59,9 +53,6 @@ PROGRESS_MIN_FILES = 20
 
 Progress = Callable[[int, int], None]
 
-
-class PredictError(ValueError):
-    """A model, run directory or argument that cannot be used; the message says which and why."""
 
 
 @dataclasses.dataclass
@@ -76,7 +67,7 @@ class Scorer:
         threshold_source: where the threshold came from.
         features: the feature config as a dict (None when unknown).
         override_threshold: recompute `is_anomaly` from the score with `threshold`.
-        info: what the export records about the model (`pump_keras.model_info`):
+        info: what the export records about the model (`pump_keras.deploy.model_info`):
             training clip length, provenance; empty when unknown.
     """
 
@@ -143,8 +134,8 @@ def _load_saved_model(path: str, threshold: Optional[float]) -> Scorer:
 
 def _load_keras_model(path: str, run_dir: Optional[str], threshold: Optional[float]) -> Scorer:
     from pump_keras.config import to_dict
-    from pump_keras.config_io import ConfigError, config_from_json
-    from pump_keras.export import run_metadata, run_threshold, serving_functions
+    from pump_keras.config import ConfigError, config_from_json
+    from pump_keras.deploy.export import run_metadata, run_threshold, serving_functions
     from pump_keras.models import load_model
 
     run_dir = run_dir if run_dir is not None else os.path.dirname(os.path.abspath(path))
@@ -312,61 +303,3 @@ def write_results(path: str, results: Sequence[dict], scorer: Scorer) -> None:
     else:
         text = results_csv(results)
     atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def _stderr_progress(done: int, total: int) -> None:
-    print(f"\rscoring: {done}/{total} files", end="\n" if done == total else "", file=sys.stderr, flush=True)
-
-
-def main(argv=None) -> int:
-    """Runs the CLI; returns the exit status (0 all scored, 1 some failed, 2 usage error)."""
-    parser = argparse.ArgumentParser(prog="python -m pump_keras.predict", description=__doc__.split("\n\n")[0])
-    parser.add_argument("paths", nargs="+", metavar="FILES_OR_DIRS",
-                        help="WAV files, or folders searched for .wav files at any depth")
-    parser.add_argument("--model", required=True,
-                        help="a SavedModel version folder (or the folder of versions) or a .keras file")
-    parser.add_argument("--run-dir", help="for a .keras model: the run holding config.json and the threshold")
-    parser.add_argument("--threshold", type=float, help="probability threshold for is_anomaly")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--out", help="results file, .csv or .json")
-    args = parser.parse_args(argv)
-
-    if args.out and not args.out.lower().endswith(OUTPUT_FORMATS):
-        print(f"error: --out must end in {' or '.join(OUTPUT_FORMATS)}, got {args.out}", file=sys.stderr)
-        return 2
-    if args.batch_size < 1:
-        print(f"error: --batch-size must be at least 1, got {args.batch_size}", file=sys.stderr)
-        return 2
-    paths = collect_wav_files(args.paths)
-    if not paths:
-        print("error: no .wav files found in " + ", ".join(args.paths), file=sys.stderr)
-        return 2
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", UserWarning)
-        try:
-            scorer = load_scorer(args.model, args.run_dir, args.threshold)
-        except PredictError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-    for warning in caught:
-        print(f"warning: {warning.message}", file=sys.stderr)
-    for warning in filter(None, [synthetic_warning(scorer.info, scorer.model_path),
-                                 *clip_length_warnings(paths, scorer.info)]):
-        print(f"warning: {warning}", file=sys.stderr)
-
-    progress = _stderr_progress if len(paths) > PROGRESS_MIN_FILES else None
-    results = score_wav_files(scorer, paths, args.batch_size, progress)
-    print(format_table(results))
-    failed = sum(result["error"] is not None for result in results)
-    anomalous = sum(bool(result["is_anomaly"]) for result in results)
-    threshold = "unknown" if scorer.threshold is None else f"{scorer.threshold:.4g}"
-    print(f"{len(results)} files: {anomalous} anomalous, {failed} failed "
-          f"(threshold {threshold}: {scorer.threshold_source})")
-    if args.out:
-        write_results(args.out, results, scorer)
-        print(f"wrote {args.out}", file=sys.stderr)
-    return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -6,10 +6,10 @@ temporary file in the same folder and a rename) and returns the
 `matplotlib.figure.Figure`, so a notebook can show it. Figures are drawn on
 their own Agg canvas, never through pyplot, so importing this module leaves
 a notebook's chosen backend alone. Labels are 0 (normal) / 1 (abnormal) and a
-clip is predicted abnormal when `score >= threshold`, as in `pump_keras.metrics`.
+clip is predicted abnormal when `score >= threshold`, as in `pump_keras.evaluation.metrics`.
 
 Spectrogram images are the model's images: row 0 is the highest frequency and
-the last row the lowest (`pump_keras.features.feature_to_image`), so they are
+the last row the lowest (`pump_keras.audio.features.feature_to_image`), so they are
 drawn with `origin="upper"`, which puts low frequencies at the bottom.
 
 `grad_cam` needs TensorFlow (imported when called); the plots need only
@@ -30,8 +30,8 @@ from matplotlib.ticker import MaxNLocator
 from scipy import ndimage
 from sklearn import metrics as sk_metrics
 
-from pump_keras.metrics import DEFAULT_MAX_FPR, confusion, partial_auc, roc_auc
-from pump_keras.wavfile import atomic_write_bytes
+from pump_keras.evaluation.metrics import DEFAULT_MAX_FPR, confusion, partial_auc, roc_auc
+from pump_keras.files import atomic_write_bytes
 
 DPI = 100
 CLASS_NAMES = ("normal", "abnormal")

@@ -28,7 +28,7 @@ from typing import Optional, Union
 import numpy as np
 import tensorflow as tf
 
-from pump_keras.wavfile import (
+from pump_keras.audio.wavfile import (
     RF64_SIZE_IN_DS64,
     SUPPORTED_ENCODINGS,
     SUPPORTED_TEXT,

@@ -49,7 +49,7 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from pump_keras.audio import check, check_finite, decode_wav
+from pump_keras.audio.decode import check, check_finite, decode_wav
 from pump_keras.config import FeatureConfig
 
 AMPLITUDE_FLOOR = 1e-5  # floor of |X| before 20*log10 (-100 dB)

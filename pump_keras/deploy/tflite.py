@@ -1,6 +1,6 @@
 """TensorFlow Lite models for edge devices: spectrogram images in, one logit out.
 
-    from pump_keras.tflite import write_tflite, representative_images, TFLiteScorer, image_for_file
+    from pump_keras.deploy.tflite import write_tflite, representative_images, TFLiteScorer, image_for_file
     calibration = representative_images(splits["train"], config.features)
     write_tflite(model, "int8", "pump_int8.tflite", calibration)
     scores = TFLiteScorer("pump_int8.tflite").scores(images)
@@ -15,7 +15,7 @@ STFT, `n_fft`, `hop_length`, centred frames), its `normalization` onto
 bilinear resize to `image_shape`, and the plane repeated to
 `image_channels` (the last one the row position when `frequency_channel`). The
 values to use are the feature config a SavedModel records under `"features"`
-in `assets.extra/pump_keras.json` (`pump_keras.export`), with the
+in `assets.extra/pump_keras.json` (`pump_keras.deploy.export`), with the
 threshold beside it.
 
 Variants (`VARIANTS`):
@@ -50,17 +50,15 @@ import time
 import warnings
 from typing import Iterable, Optional, Sequence
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+import numpy as np
+import tensorflow as tf
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from pump_keras.config import FeatureConfig  # noqa: E402
-from pump_keras.data.pipeline import load_image  # noqa: E402
-from pump_keras.features import to_backbone_channels  # noqa: E402
-from pump_keras.layers.attention import ImprovedCBAM, SimAM  # noqa: E402
-from pump_keras.wavfile import atomic_write_bytes  # noqa: E402
+from pump_keras.config import FeatureConfig
+from pump_keras.data.pipeline import load_image
+from pump_keras.audio.features import to_backbone_channels
+from pump_keras.layers.attention import ImprovedCBAM, SimAM
+from pump_keras.files import atomic_write_bytes
 
 VARIANTS = ("float32", "dynamic_range", "int8")
 

@@ -10,16 +10,14 @@ import tempfile
 from typing import List, Optional
 
 from pump_keras.config import RunConfig, to_dict
-from pump_keras.config_io import config_from_json, config_to_json
-from pump_keras.wavfile import atomic_write_bytes
+from pump_keras.config import config_from_json, config_to_json
+from pump_keras.files import atomic_write_bytes
+from pump_keras.errors import RunDirError
 
 # Settings that change how a run is shown, evaluated or exported, or how fast it runs, not what it trains.
 NON_RESULT_KEYS = {("preset",), ("run_dir",), ("train", "verbose"), ("train", "cpu_allocator"),
                    ("train", "collective_timeout_s"), ("export",), ("evaluation",)}
 
-
-class RunDirError(ValueError):
-    """A run directory that cannot be used for this config; nothing in it was changed."""
 
 
 def _flatten(values: dict, prefix=()) -> dict:

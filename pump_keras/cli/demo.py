@@ -15,21 +15,17 @@ import os
 import sys
 import time
 
-from pump_keras.tf_log_level import quiet_tensorflow_logs
+import numpy as np
+import tensorflow as tf
 
-quiet_tensorflow_logs()
-
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from pump_keras.config import (  # noqa: E402
+from pump_keras.config import (
     FEATURE_KINDS, DataConfig, FeatureConfig, SyntheticConfig, replace)
-from pump_keras.data.index import format_summary  # noqa: E402
-from pump_keras.data.prepare import MANIFEST_NAME, make_split_datasets, prepare_splits  # noqa: E402
-from pump_keras.data.split import describe_splits  # noqa: E402
-from pump_keras.data.synthetic import generate_dataset  # noqa: E402
-from pump_keras.features import compute_feature, wav_bytes_to_waveform  # noqa: E402
-from pump_keras.training.run_dir import check_manifest_paths  # noqa: E402
+from pump_keras.data.index import format_summary
+from pump_keras.data.prepare import MANIFEST_NAME, make_split_datasets, prepare_splits
+from pump_keras.data.split import describe_splits
+from pump_keras.data.synthetic import generate_dataset
+from pump_keras.audio.features import compute_feature, wav_bytes_to_waveform
+from pump_keras.run_dir import check_manifest_paths
 
 
 def plot_features(records, feature_config: FeatureConfig, path: str) -> None:

@@ -1,7 +1,7 @@
 """The WAV container on the Python side: header inspection and atomic writing.
 
 Decoding for training and serving happens in the TensorFlow graph
-(`pump_keras.audio`). This module serves the host side: checking a whole
+(`pump_keras.audio.decode`). This module serves the host side: checking a whole
 dataset's headers up front (reading a few hundred bytes per file, never the
 samples) so that bad files are named before training starts, and writing
 MIMII-style files for the synthetic recordings.
@@ -13,10 +13,12 @@ import dataclasses
 import os
 import stat
 import struct
-import tempfile
 from typing import Optional
 
 import numpy as np
+
+from pump_keras.errors import WavFormatError
+from pump_keras.files import atomic_write_bytes
 
 WAVE_FORMAT_PCM = 0x0001
 WAVE_FORMAT_IEEE_FLOAT = 0x0003
@@ -32,7 +34,7 @@ FORMAT_NAMES = {
     WAVE_FORMAT_EXTENSIBLE: "EXTENSIBLE",
 }
 
-# Every sample encoding read, by the graph (`pump_keras.audio`) and the host
+# Every sample encoding read, by the graph (`pump_keras.audio.decode`) and the host
 # alike: (format tag, bytes per sample) -> decoder name. A sample becomes a
 # float32 in [-1, 1) as follows (bit-exact with scipy, see README.md):
 #   PCM, 1 byte: unsigned, (u - 128) / 128;
@@ -72,9 +74,6 @@ RIFF_IDS = (b"RIFF", b"RIFX", b"RF64")
 # An RF64 32-bit size of this value means "see the ds64 chunk".
 RF64_SIZE_IN_DS64 = 0xFFFFFFFF
 
-
-class WavFormatError(ValueError):
-    """A file that is not a WAV this package can read; the message names it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,7 +135,7 @@ def read_wav_header(path: str) -> WavHeader:
     """Parses the RIFF chunks of `path` up to its `data` chunk.
 
     Reads only the header bytes. Raises `WavFormatError` naming the file for
-    anything `pump_keras.audio.decode_wav` would reject: not RIFF/RIFX/RF64
+    anything `pump_keras.audio.decode.decode_wav` would reject: not RIFF/RIFX/RF64
     WAVE, a missing, short or repeated `fmt ` chunk, an unsupported encoding,
     an inconsistent header, an empty or truncated `data` chunk.
     """
@@ -260,26 +259,3 @@ def write_wav(path: str, samples: np.ndarray, sample_rate: int, extensible: bool
     body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + extra
     body += b"data" + struct.pack("<I", len(data)) + data
     atomic_write_bytes(path, b"RIFF" + struct.pack("<I", len(body)) + body)
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path: str, payload: bytes) -> None:
-    """Writes `payload` to `path` through a temporary file and a rename."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        # mkstemp makes owner-only files; give the result the usual permissions.
-        os.fchmod(fd, 0o666 & ~_current_umask())
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise

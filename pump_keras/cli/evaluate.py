@@ -20,12 +20,7 @@ figures, and `report.md`.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-
-from pump_keras.tf_log_level import quiet_tensorflow_logs
-
-quiet_tensorflow_logs()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,7 +48,7 @@ def main(argv=None) -> int:
     """Runs the CLI; returns the exit status."""
     args = build_parser().parse_args(argv)
     from pump_keras.config import replace
-    from pump_keras.evaluation import EvaluationError, evaluate_run, load_run_config
+    from pump_keras.evaluation.report import EvaluationError, evaluate_run, load_run_config
 
     try:
         config = load_run_config(args.run_dir).evaluation

@@ -10,7 +10,6 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple, Union
 
-from pump_keras.cpu_allocator import CPU_ALLOCATORS
 
 FEATURE_KINDS = ("spectrogram", "mel", "log_frequency", "linear_frequency")
 NORMALIZATIONS = ("fixed_db", "clip")
@@ -30,7 +29,7 @@ DEFAULT_DB_RANGES = {
 
 @dataclass
 class FeatureConfig:
-    """How a waveform becomes a spectrogram image (see `pump_keras.features`).
+    """How a waveform becomes a spectrogram image (see `pump_keras.audio.features`).
 
     Attributes:
         kind: one of `FEATURE_KINDS` (the paper's Table 6 features).
@@ -254,6 +253,7 @@ class SyntheticConfig:
 
 
 STRATEGIES = ("auto", "mirrored", "multiworker")
+CPU_ALLOCATORS = ("bfc", "default")
 MIXED_PRECISION = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 CLASS_BALANCE = ("weights", "none")
 OPTIMIZERS = ("sgd", "adamw")

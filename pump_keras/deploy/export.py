@@ -19,7 +19,7 @@ The threshold is the one `pump_keras.evaluate` chose on validation
 0.5 with a warning. `assets.extra/pump_keras.json` records it with the
 feature config, the training clip length and sample rate (`clip`) and the
 model's provenance (`provenance`: data source, synthetic or not, test metrics
-beside the baseline, package version, commit); see `pump_keras.model_info`.
+beside the baseline, package version, commit); see `pump_keras.deploy.model_info`.
 `assets.extra/tf_serving_warmup_requests` holds one request with a clip of
 the training length, which TF Serving replays on loading. The version folder
 appears whole or not at all. A model trained on synthetic recordings is
@@ -29,39 +29,31 @@ never exported into a model folder that holds a model trained on real data
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 import warnings
 from typing import Callable, Optional, Tuple
 
-from pump_keras.tf_log_level import quiet_tensorflow_logs
+import keras
+import tensorflow as tf
 
-quiet_tensorflow_logs()
-
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from pump_keras import __version__  # noqa: E402
-from pump_keras.audio import check  # noqa: E402
-from pump_keras.config import DataConfig, FeatureConfig, RunConfig, to_dict  # noqa: E402
-from pump_keras.features import (  # noqa: E402
+from pump_keras import __version__
+from pump_keras.audio.decode import check
+from pump_keras.config import DataConfig, FeatureConfig, RunConfig, to_dict
+from pump_keras.audio.features import (
     to_backbone_channels, wav_bytes_to_image, waveform_to_image)
-from pump_keras.model_info import METADATA_NAME, ModelInfoError, is_synthetic, read_model_info  # noqa: E402
-from pump_keras.serving_warmup import WARMUP_FILE, warmup_clip, write_warmup_file  # noqa: E402
+from pump_keras.deploy.model_info import METADATA_NAME, ModelInfoError, is_synthetic, read_model_info
+from pump_keras.deploy.serving_warmup import WARMUP_FILE, warmup_clip, write_warmup_file
+from pump_keras.errors import ExportError
 
 Log = Callable[[str], None]
 PIXEL_SLACK = 1e-6  # how far outside [0, 1] `serving_images` still takes a pixel
 
-
-class ExportError(ValueError):
-    """An export that would mislead TF Serving's users; nothing was written."""
 
 
 def _quiet(message: str) -> None:
@@ -270,7 +262,8 @@ def training_clip_length(run_dir: str, tolerance: float) -> Optional[dict]:
     """
     from pump_keras.data.prepare import MANIFEST_NAME
     from pump_keras.data.split import ManifestError, read_manifest
-    from pump_keras.wavfile import WavFormatError, read_wav_header
+    from pump_keras.audio.wavfile import read_wav_header
+    from pump_keras.errors import WavFormatError
 
     try:
         records = read_manifest(os.path.join(run_dir, MANIFEST_NAME))["train"]
@@ -328,7 +321,7 @@ def run_provenance(config: RunConfig, run_dir: str) -> dict:
 
 
 def run_metadata(run_dir: str, config: RunConfig) -> dict:
-    """What an export of this run records beside threshold and features (see `pump_keras.model_info`)."""
+    """What an export of this run records beside threshold and features (see `pump_keras.deploy.model_info`)."""
     return {"run_dir": os.path.abspath(run_dir), "model": to_dict(config.model),
             "clip": training_clip_length(run_dir, config.export.clip_length_tolerance),
             "provenance": run_provenance(config, run_dir)}
@@ -336,7 +329,7 @@ def run_metadata(run_dir: str, config: RunConfig) -> dict:
 
 def export_run(run_dir: str, model_dir: str, version: Optional[int] = None, log: Log = _quiet) -> str:
     """Exports a run's best model with its threshold, feature config and provenance; returns the version folder."""
-    from pump_keras.evaluation import load_run_config
+    from pump_keras.evaluation.report import load_run_config
     from pump_keras.models import load_model
 
     config = load_run_config(run_dir)
@@ -349,24 +342,3 @@ def export_run(run_dir: str, model_dir: str, version: Optional[int] = None, log:
     log(f"Loading {best}.")
     return export_saved_model(load_model(best), config.features, model_dir, version, threshold,
                               metadata=metadata, log=log)
-
-
-def main(argv=None) -> int:
-    """Runs the CLI; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m pump_keras.export", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run-dir", required=True)
-    parser.add_argument("--out", required=True, help="the model folder, e.g. saved_models/pump_anomaly")
-    parser.add_argument("--version", type=int, help="version number (default: the next free one)")
-    args = parser.parse_args(argv)
-    try:
-        path = export_run(args.run_dir, args.out, args.version,
-                          log=lambda line: print(line, file=sys.stderr, flush=True))
-    except (ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(path)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

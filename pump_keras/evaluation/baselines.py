@@ -14,7 +14,7 @@ and features are computed on the host with librosa from the same
 microphone (`FeatureConfig.channel`) and the same log-mel power as the
 CNN's `mel` feature: Slaney mel filters, centred periodic-Hann STFT,
 `10 log10(max(M, 1e-10))` referenced to full scale, no `top_db` clipping.
-Scores follow `pump_keras.metrics`: higher means more abnormal.
+Scores follow `pump_keras.evaluation.metrics`: higher means more abnormal.
 """
 
 from __future__ import annotations
@@ -33,10 +33,12 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 import tensorflow as tf
 
-from pump_keras.audio import decode_samples, decoder_name
+from pump_keras.audio.decode import decode_samples, decoder_name
 from pump_keras.config import FeatureConfig
 from pump_keras.data.index import ClipRecord
-from pump_keras.wavfile import WavFormatError, atomic_write_bytes, read_wav_header
+from pump_keras.audio.wavfile import read_wav_header
+from pump_keras.errors import WavFormatError
+from pump_keras.files import atomic_write_bytes
 
 # Bump when `clip_logmel_statistics` changes, so old caches are not reused.
 FEATURE_VERSION = "logmel-mean-std-1"
@@ -51,7 +53,7 @@ def read_channel(path, channel) -> Tuple[np.ndarray, int]:
     """`(waveform, sample_rate)`: one microphone (int) or the mean of all ("mean").
 
     Decoded as the training pipeline decodes (header read here, samples by
-    `pump_keras.audio.decode_samples`), so every encoding it reads is read
+    `pump_keras.audio.decode.decode_samples`), so every encoding it reads is read
     here, scaled alike. Raises `WavFormatError` naming the file for what it
     refuses, NaN or Inf samples included.
     """

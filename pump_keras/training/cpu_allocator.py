@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 
-CPU_ALLOCATORS = ("bfc", "default")
+from pump_keras.config.schema import CPU_ALLOCATORS
+
 # TensorFlow reads this when its runtime starts (the first op), not at import.
 VARIABLE = "TF_CPU_ALLOCATOR_USE_BFC"
 

@@ -17,30 +17,29 @@ server refuses (HTTP 400, e.g. one file that is not a WAV) is sent again
 file by file, so the good files are scored and the bad one is named with
 the server's reason. With `--model-info EXPORT` (the served version folder
 or its `assets.extra/pump_keras.json`; TF Serving does not pass it on) it
-warns, as `pump_keras.predict` does, about a model trained on synthetic
+warns, as `pump_keras.deploy.predict` does, about a model trained on synthetic
 recordings and about clips whose length differs from the training clips'.
 Exit status: 0 when every file was scored, 1 when some
 failed or the server could not be used, 2 for a usage error. The model does all the decoding and
-preprocessing (see `pump_keras.export`), so this module needs only the
+preprocessing (see `pump_keras.deploy.export`), so this module needs only the
 standard library (and NumPy, for `--model-info`): it runs where TensorFlow
 is not installed.
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import json
 import math
 import os
 import re
 import socket
-import sys
 import urllib.error
 import urllib.request
 from typing import Iterable, List, Sequence
 
-from pump_keras.wavfile import special_file_kind
+from pump_keras.audio.wavfile import special_file_kind
+from pump_keras.errors import ServingError
 
 INPUT_NAME = "wav_bytes"
 OUTPUT_NAMES = ("anomaly_score", "is_anomaly", "logit")
@@ -49,9 +48,6 @@ BAD_REQUEST = 400
 SCORE_LOGIT_TOLERANCE = 1e-4
 _ERROR_TEXT_LIMIT = 2000
 
-
-class ServingError(RuntimeError):
-    """The server could not be reached or refused a request; the message says why."""
 
 
 def collect_wav_files(paths: Iterable) -> List[str]:
@@ -269,51 +265,3 @@ def format_table(results: Sequence[dict]) -> str:
     width = max(len(row[0]) for row in rows)
     return "\n".join(f"{path:<{width}}  {score:>13}  {flag:<10}  {error}".rstrip()
                      for path, score, flag, error in rows)
-
-
-def main(argv=None) -> int:
-    """Runs the CLI; returns the exit status (0: all scored, 1: some files or the server failed, 2: usage)."""
-    parser = argparse.ArgumentParser(prog="python -m pump_keras.serving_client",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("paths", nargs="+", metavar="FILES_OR_DIRS",
-                        help="WAV files, or folders searched for .wav files at any depth")
-    parser.add_argument("--url", required=True,
-                        help="the predict endpoint, e.g. http://localhost:8501/v1/models/pump_anomaly:predict")
-    parser.add_argument("--signature", default="serving_default")
-    parser.add_argument("--batch-size", type=int, default=8, help="files per request (default 8)")
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for each answer")
-    parser.add_argument("--model-info", metavar="EXPORT",
-                        help="the served export (version folder, model folder or its assets.extra/pump_keras.json): "
-                             "warn about a synthetic-data model and clips unlike the training clips' length")
-    args = parser.parse_args(argv)
-    paths = collect_wav_files(args.paths)
-    if not paths:
-        print("error: no .wav files found in " + ", ".join(args.paths), file=sys.stderr)
-        return 2
-    if args.batch_size < 1:
-        print(f"error: --batch-size must be at least 1, got {args.batch_size}", file=sys.stderr)
-        return 2
-    if args.model_info:
-        from pump_keras.model_info import ModelInfoError, clip_length_warnings, read_model_info, synthetic_warning
-
-        try:
-            info = read_model_info(args.model_info)
-        except ModelInfoError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-        for warning in filter(None, [synthetic_warning(info, args.model_info), *clip_length_warnings(paths, info)]):
-            print(f"warning: {warning}", file=sys.stderr)
-    try:
-        results = score_files(args.url, paths, args.signature, args.batch_size, args.timeout)
-    except ServingError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(format_table(results))
-    failed = sum(result["error"] is not None for result in results)
-    anomalous = sum(bool(result["is_anomaly"]) for result in results)
-    print(f"{len(results)} files: {anomalous} anomalous, {failed} failed")
-    return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
