@@ -5,7 +5,7 @@ A matrix of conditions, each made by the project's generator at its
 and seed every model sees the same split:
 
 * `ours`: the `quick` pipeline (improved-CBAM EfficientNetV2-S), plus `--set`;
-* `se`: the same with `model.attention=se` (plain EfficientNetV2-S: does the
+* `se`: the same with `model.efficientnetv2_s.attention=se` (plain EfficientNetV2-S: does the
   improved CBAM earn its cost?);
 * `plain_cnn`: the registry's plain CNN on ours' input images, with its own
   recipe (`PLAIN_CNN`);
@@ -71,10 +71,8 @@ SPLIT_RATIOS = _QUICK.data.split_ratios
 # label smoothing, no pseudo-anomalies, the last epoch kept, the same epochs
 # and input images as ours, and ours' time roll (a free augmentation for any
 # model of a stationary sound: the baseline should not lose for lack of it).
-# The model fields are reset to their defaults because the plain CNN has no
-# EfficientNet options.
-PLAIN_CNN = ["model.name=plain_cnn", "model.attention=improved_cbam", "model.width_multiplier=1.0",
-             "model.depth_multiplier=1.0", "model.drop_connect_rate=0.2", "model.dropout_rate=0.2",
+# Its dropout before the logit is ours' (0.2), not the builder's default.
+PLAIN_CNN = ["model.name=plain_cnn", "model.options.plain_cnn.dropout_rate=0.2",
              "train.optimizer=adamw", "train.learning_rate=0.001", "train.final_learning_rate=0.00001",
              "train.weight_decay=0.0001", "train.mixup_alpha=0", "train.label_smoothing=0",
              "train.pseudo_anomaly_fraction=0", "train.time_roll=true", "train.checkpoint_metric=last"]
@@ -144,7 +142,7 @@ def network_overrides(model: str, user_set, cnn_set) -> list:
     if model == "ours":
         return list(user_set)
     if model == "se":
-        return [*user_set, "model.attention=se"]
+        return [*user_set, "model.efficientnetv2_s.attention=se"]
     if model == "plain_cnn":  # ours' input images, its own recipe
         return [*(o for o in user_set if o.startswith("features.")), *PLAIN_CNN, *cnn_set]
     raise ValueError(model)
@@ -179,9 +177,9 @@ def logistic_regression(out: str, condition: str, seed: int, user_set) -> dict:
 
     It reads the same microphone (`features.channel`) with the same STFT as ours.
     """
-    from pump_keras.evaluation import baselines, metrics
     from pump_keras.config import load_config
     from pump_keras.data.split import read_manifest
+    from pump_keras.evaluation import baselines, metrics
 
     features = load_config("quick", None, list(user_set)).features
     splits = read_manifest(condition_split(out, condition, seed))

@@ -37,9 +37,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from pump_keras.training.cpu_allocator import CPU_ALLOCATORS, select_cpu_allocator  # noqa: E402
 from pump_keras.models import build  # noqa: E402
 from pump_keras.models.cost import count_flops  # noqa: E402
+from pump_keras.training.cpu_allocator import CPU_ALLOCATORS, select_cpu_allocator  # noqa: E402
 
 
 def timed(fn) -> float:

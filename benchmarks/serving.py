@@ -33,9 +33,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from pump_keras.audio.features import to_backbone_channels, wav_bytes_to_image  # noqa: E402
 from pump_keras.config import preset  # noqa: E402
 from pump_keras.deploy.export import export_saved_model  # noqa: E402
-from pump_keras.audio.features import to_backbone_channels, wav_bytes_to_image  # noqa: E402
 from pump_keras.training.setup import build_model  # noqa: E402
 
 

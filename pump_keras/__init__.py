@@ -44,6 +44,7 @@ _PUBLIC = {
     # models
     "build_model": ("pump_keras.training.setup", "build_model"),
     "load_model": ("pump_keras.models", "load_model"),
+    "load_run_config": ("pump_keras.run_dir", "load_run_config"),
     "available_models": ("pump_keras.models", "available_models"),
     # train, evaluate, deploy
     "train_run": ("pump_keras.training.loop", "train"),

@@ -6,13 +6,11 @@ import csv
 import io
 import json
 import os
-import tempfile
 from typing import List, Optional
 
-from pump_keras.config import RunConfig, to_dict
-from pump_keras.config import config_from_json, config_to_json
-from pump_keras.files import atomic_write_bytes
+from pump_keras.config import PAPER_MODEL, RunConfig, config_from_json, config_to_json, to_dict
 from pump_keras.errors import RunDirError
+from pump_keras.files import atomic_save, atomic_write_bytes
 
 # Settings that change how a run is shown, evaluated or exported, or how fast it runs, not what it trains.
 NON_RESULT_KEYS = {("preset",), ("run_dir",), ("train", "verbose"), ("train", "cpu_allocator"),
@@ -32,8 +30,13 @@ def _flatten(values: dict, prefix=()) -> dict:
 
 
 def _result_settings(config: RunConfig) -> dict:
-    """The config's settings that determine the run's result, flattened."""
-    return {key: value for key, value in _flatten(to_dict(config)).items()
+    """The config's settings that determine the run's result, flattened (the unchosen models' sections left out)."""
+    values = to_dict(config)
+    model = values["model"]
+    if model["name"] != PAPER_MODEL:
+        model.pop(PAPER_MODEL)
+    model["options"] = {name: options for name, options in model["options"].items() if name == model["name"]}
+    return {key: value for key, value in _flatten(values).items()
             if not any(key[: len(skip)] == skip for skip in NON_RESULT_KEYS)}
 
 
@@ -72,16 +75,29 @@ class RunDirectory:
     `last.keras` (model and optimizer after the last completed epoch),
     `best.keras` (the epoch `train.checkpoint_metric` keeps, copied from
     `last.keras` once `state.json` records it), `history.csv`, `logs/`
-    (TensorBoard), `metrics.json`. Every file is replaced atomically.
+    (TensorBoard), `metrics.json` (test metrics at the end of training),
+    `threshold.json` (the decision threshold, chosen on validation),
+    `cache/` (decoded images and baseline features), `synthetic/` (the run's
+    own synthetic recordings, with `synthetic.json` saying how they were
+    made), `report/` (the evaluation report). Every file is replaced
+    atomically. These names are defined here and nowhere else.
     """
 
     CONFIG = "config.json"
+    MANIFEST = "split.csv"
     STATE = "state.json"
     LAST = "last.keras"
+    LAST_PENDING = "last.pending.keras"
     BEST = "best.keras"
     HISTORY = "history.csv"
     METRICS = "metrics.json"
+    THRESHOLD = "threshold.json"
     LOGS = "logs"
+    CACHE = "cache"
+    SYNTHETIC = "synthetic"
+    SYNTHETIC_MARKER = "synthetic.json"  # inside SYNTHETIC (and any folder of generated recordings)
+    REPORT = "report"
+    EXPORT = "export.json"  # where `pump_keras.train` exported the run
 
     def __init__(self, path: str):
         self.path = os.fspath(path)
@@ -107,12 +123,11 @@ class RunDirectory:
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise RunDirError(f"Run directory {self.path} exists and is not a folder.")
         if self.exists(self.CONFIG):
-            with open(self.file(self.CONFIG), encoding="utf-8") as handle:
-                try:
-                    previous = config_from_json(handle.read())
-                except ValueError as error:
-                    raise RunDirError(f"{self.file(self.CONFIG)} cannot be read ({error}); "
-                                      "choose another run directory.") from error
+            try:
+                previous = self.read_config()
+            except ValueError as error:
+                raise RunDirError(f"{self.file(self.CONFIG)} cannot be read ({error}); "
+                                  "choose another run directory.") from error
             differences = config_differences(previous, config)
             if differences:
                 raise RunDirError(
@@ -120,11 +135,16 @@ class RunDirectory:
                     "Differences (saved -> requested): " + "; ".join(differences)
                     + ". Use another --run-dir, or the saved settings to resume.")
             return True
-        foreign = sorted(set(os.listdir(self.path)) - {"synthetic"}) if os.path.isdir(self.path) else []
+        foreign = sorted(set(os.listdir(self.path)) - {self.SYNTHETIC}) if os.path.isdir(self.path) else []
         if foreign:
             raise RunDirError(f"Run directory {self.path} is not empty and holds no {self.CONFIG} "
                               f"(found {', '.join(foreign[:3])}); choose an empty or new folder.")
         return False
+
+    def read_config(self) -> RunConfig:
+        """The run's saved `RunConfig` (`ConfigError` if `config.json` cannot be parsed, `OSError` if missing)."""
+        with open(self.file(self.CONFIG), encoding="utf-8") as handle:
+            return config_from_json(handle.read())
 
     def write_config(self, config: RunConfig) -> None:
         """Records `config` as this directory's run (after `check`)."""
@@ -170,12 +190,12 @@ class RunDirectory:
 
     def save_model(self, model, name: str) -> None:
         """Saves `model` (with optimizer state) to `name`, atomically."""
-        handle, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".keras", dir=self.path)
-        os.close(handle)
-        try:
-            model.save(temporary)
-            os.replace(temporary, self.file(name))
-        except BaseException:
-            if os.path.exists(temporary):
-                os.remove(temporary)
-            raise
+        atomic_save(self.file(name), model.save)
+
+
+def load_run_config(run_dir: str) -> RunConfig:
+    """The `RunConfig` saved in `run_dir/config.json`."""
+    path = os.path.join(run_dir, RunDirectory.CONFIG)
+    if not os.path.exists(path):
+        raise RunDirError(f"{run_dir} holds no {RunDirectory.CONFIG}: not a pump_keras run directory.")
+    return RunDirectory(run_dir).read_config()

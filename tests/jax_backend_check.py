@@ -28,7 +28,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-# The registry test (tests/test_model_registry.py) uses these too.
+# The registry test (tests/models/test_model_registry.py) uses these too.
 # 64 px: at 32 px the deepest maps are 1x1, and batch norm over 2 values per channel
 # makes one SGD step explode (NaN logits) in the EfficientNets and ResNet50.
 SMALL_INPUT_SHAPE = (64, 64, 3)

@@ -8,6 +8,8 @@ from nbclient import NotebookClient
 
 from tests.conftest import REPO_ROOT
 
+pytestmark = pytest.mark.slow  # trains models or runs commands end to end
+
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
 
 

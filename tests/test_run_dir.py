@@ -6,11 +6,10 @@ import keras
 import numpy as np
 import pytest
 
-from pump_keras.config import replace
-from pump_keras.config import config_to_json, preset
-from pump_keras.training import recipe
-from pump_keras.training.loop import LAST_PENDING, TrainingError, check_splits, improves, restore_checkpoint
+from pump_keras.config import config_to_json, preset, replace
 from pump_keras.run_dir import RunDirectory, RunDirError, check_manifest_paths, config_differences
+from pump_keras.training import recipe
+from pump_keras.training.loop import TrainingError, check_splits, improves, restore_checkpoint
 
 
 def config_in(path):
@@ -42,9 +41,11 @@ def test_a_folder_with_foreign_files_is_refused(tmp_path):
 
 def test_config_differences_lists_each_setting():
     config = preset("quick")
-    changed = replace(config, features=replace(config.features, image_size=96), model=replace(config.model, reduction=8))
+    network = replace(config.model.efficientnetv2_s, reduction=8)
+    changed = replace(config, features=replace(config.features, image_size=96),
+                      model=replace(config.model, efficientnetv2_s=network))
     assert config_differences(config, changed) == [
-        "features.image_size: 128 -> 96", "model.reduction: 16 -> 8"]
+        "features.image_size: 128 -> 96", "model.efficientnetv2_s.reduction: 16 -> 8"]
 
 
 def test_history_and_json_are_written_whole(tmp_path):
@@ -71,7 +72,7 @@ def test_restore_picks_the_checkpoint_matching_the_state(tmp_path):
     model.fit(x, y, epochs=1, verbose=0)          # 1 step
     run.save_model(model, RunDirectory.LAST)
     model.fit(x, y, epochs=1, verbose=0)          # 2 steps: written, but the state was not
-    run.save_model(model, LAST_PENDING)
+    run.save_model(model, RunDirectory.LAST_PENDING)
     expected = [w.copy() for w in tiny_model().get_weights()]
     restored = tiny_model()
     restore_checkpoint(restored, run, iterations=1)
@@ -79,7 +80,7 @@ def test_restore_picks_the_checkpoint_matching_the_state(tmp_path):
     assert not any(np.array_equal(a, b) for a, b in zip(restored.get_weights(), expected))
     # The state recorded the pending epoch: the pending checkpoint is used and put in place.
     restore_checkpoint(restored, run, iterations=2)
-    assert int(restored.optimizer.iterations) == 2 and not run.exists(LAST_PENDING)
+    assert int(restored.optimizer.iterations) == 2 and not run.exists(RunDirectory.LAST_PENDING)
     with pytest.raises(TrainingError, match="no checkpoint matches the saved state"):
         restore_checkpoint(restored, run, iterations=5)
 

@@ -1,1 +1,1 @@
-"""Audio in: reading WAV files (`wavfile`), decoding them in the graph (`decode`), and spectrogram features (`features`)."""
+"""Audio in: WAV files on the host (`wavfile`), decoding in the graph (`decode`), spectrogram features (`features`)."""

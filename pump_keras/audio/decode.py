@@ -29,13 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from pump_keras.audio.wavfile import (
-    RF64_SIZE_IN_DS64,
-    SUPPORTED_ENCODINGS,
-    SUPPORTED_TEXT,
-    WAVE_FORMAT_EXTENSIBLE,
-    WAVE_FORMAT_PCM,
-    WavHeader,
-)
+    RF64_SIZE_IN_DS64, SUPPORTED_ENCODINGS, SUPPORTED_TEXT, WAVE_FORMAT_EXTENSIBLE, WAVE_FORMAT_PCM, WavHeader)
 
 Channel = Union[None, int, str]
 

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from pump_keras.cli.common import command
 from pump_keras.training import ablation as _library
 from pump_keras.training.ablation import GRIDS, TABLES, parse_axis, run_grid
 
@@ -26,23 +27,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@command
 def main(argv=None) -> int:
     """Runs the CLI; returns the exit status."""
     args = build_parser().parse_args(argv)
-    try:
-        if args.axis:
-            if args.grid:
-                raise ValueError("give either --grid or --axis, not both")
-            tables = {"custom": [parse_axis(text) for text in args.axis]}
-        else:
-            tables = {name: TABLES[name] for name in GRIDS[args.grid or "tables"]}
-        if args.seeds < 1:
-            raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
-        overrides = list(args.set) + ([f"data.data_dir={args.data_dir}"] if args.data_dir else [])
-        run_grid(tables, args.seeds, args.out, args.preset, args.config, overrides)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    if args.axis:
+        if args.grid:
+            raise ValueError("give either --grid or --axis, not both")
+        tables = {"custom": [parse_axis(text) for text in args.axis]}
+    else:
+        tables = {name: TABLES[name] for name in GRIDS[args.grid or "tables"]}
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    overrides = list(args.set) + ([f"data.data_dir={args.data_dir}"] if args.data_dir else [])
+    run_grid(tables, args.seeds, args.out, args.preset, args.config, overrides)
     print(open(os.path.join(args.out, "results.md"), encoding="utf-8").read())
     return 0
 

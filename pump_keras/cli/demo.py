@@ -12,20 +12,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 
 import numpy as np
 import tensorflow as tf
 
-from pump_keras.config import (
-    FEATURE_KINDS, DataConfig, FeatureConfig, SyntheticConfig, replace)
+from pump_keras.audio.features import compute_feature, wav_bytes_to_waveform
+from pump_keras.cli.common import command
+from pump_keras.config import FEATURE_KINDS, DataConfig, FeatureConfig, SyntheticConfig, replace
 from pump_keras.data.index import format_summary
-from pump_keras.data.prepare import MANIFEST_NAME, make_split_datasets, prepare_splits
+from pump_keras.data.prepare import make_split_datasets, prepare_splits
 from pump_keras.data.split import describe_splits
 from pump_keras.data.synthetic import generate_dataset
-from pump_keras.audio.features import compute_feature, wav_bytes_to_waveform
-from pump_keras.run_dir import check_manifest_paths
+from pump_keras.run_dir import RunDirectory, check_manifest_paths
 
 
 def plot_features(records, feature_config: FeatureConfig, path: str) -> None:
@@ -61,19 +60,14 @@ def plot_features(records, feature_config: FeatureConfig, path: str) -> None:
     plt.close(figure)
 
 
+@command(tensorflow_errors=True)
 def main(argv=None) -> int:
     """Runs the demo; returns the exit status (2, with an `error:` line, for data or a folder it cannot use)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=os.path.join("runs", "demo"), help="output folder")
     parser.add_argument("--data-dir", help="a MIMII or DCASE tree (default: synthetic)")
     parser.add_argument("--image-size", type=int, default=224)
-    args = parser.parse_args(argv)
-    try:
-        run_demo(args)
-    except (ValueError, OSError, tf.errors.OpError) as error:
-        message = error.message if isinstance(error, tf.errors.OpError) else error
-        print(f"error: {message}", file=sys.stderr)
-        return 2
+    run_demo(parser.parse_args(argv))
     return 0
 
 
@@ -96,7 +90,7 @@ def run_demo(args) -> None:
     feature_config = FeatureConfig(image_size=args.image_size)
     data_config = DataConfig(data_dir=data_dir, batch_size=16)
     splits = prepare_splits(data_config, feature_config, run_dir=args.out)
-    check_manifest_paths(splits, data_dir, os.path.join(args.out, MANIFEST_NAME))
+    check_manifest_paths(splits, data_dir, os.path.join(args.out, RunDirectory.MANIFEST))
     print(format_summary([r for records in splits.values() for r in records]))
     print(describe_splits(splits))
 
@@ -113,8 +107,8 @@ def run_demo(args) -> None:
 
     picture = os.path.join(args.out, "features.png")
     plot_features(splits["train"], feature_config, picture)
-    print(f"Split manifest: {os.path.join(args.out, MANIFEST_NAME)}")
-    print(f"Image cache:    {os.path.join(args.out, 'cache')}")
+    print(f"Split manifest: {os.path.join(args.out, RunDirectory.MANIFEST)}")
+    print(f"Image cache:    {os.path.join(args.out, RunDirectory.CACHE)}")
     print(f"Feature plot:   {picture}")
     print(f"Done in {time.perf_counter() - started:.1f} s.")
 

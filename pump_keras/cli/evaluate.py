@@ -22,6 +22,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pump_keras.cli.common import command
+from pump_keras.config import replace
+from pump_keras.evaluation.metrics import HEADLINE_METRICS
+from pump_keras.evaluation.report import evaluate_run
+from pump_keras.run_dir import load_run_config
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The CLI's argument parser."""
@@ -44,29 +50,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@command
 def main(argv=None) -> int:
-    """Runs the CLI; returns the exit status."""
+    """Runs the CLI; returns the exit status (2, with an `error:` line, for input it cannot use)."""
     args = build_parser().parse_args(argv)
-    from pump_keras.config import replace
-    from pump_keras.evaluation.report import EvaluationError, evaluate_run, load_run_config
-
-    try:
-        config = load_run_config(args.run_dir).evaluation
-        changes = {key: value for key, value in (("threshold_criterion", args.criterion),
-                                                 ("target_fpr", args.target_fpr),
-                                                 ("bootstrap", args.bootstrap)) if value is not None}
-        config = replace(config, **changes)
-        result = evaluate_run(args.run_dir, args.data_dir, args.split, config,
-                              plots=not args.no_plots, baselines=not args.no_baselines,
-                              snr_db=args.snr_db, folder_snr_db=args.folder_snr_db)
-    except (EvaluationError, ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    config = load_run_config(args.run_dir).evaluation
+    changes = {key: value for key, value in (("threshold_criterion", args.criterion),
+                                             ("target_fpr", args.target_fpr),
+                                             ("bootstrap", args.bootstrap)) if value is not None}
+    config = replace(config, **changes)
+    result = evaluate_run(args.run_dir, args.data_dir, args.split, config,
+                          plots=not args.no_plots, baselines=not args.no_baselines,
+                          snr_db=args.snr_db, folder_snr_db=args.folder_snr_db)
     model = result["model"]
     print(f"{result['split']}: {result['n_clips']} clips, {100 * result['abnormal_share']:.1f} % abnormal")
     for name, entry in [("model", model), *result.get("baselines", {}).items()]:
-        print(f"  {name:20s}" + "  ".join(f"{k} {entry[k]:.3f}" for k in
-                                          ("accuracy", "balanced_accuracy", "f1", "auc", "pauc")))
+        print(f"  {name:20s}" + "  ".join(f"{k} {entry[k]:.3f}" for k in HEADLINE_METRICS))
     return 0
 
 

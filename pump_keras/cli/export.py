@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pump_keras.cli.common import command
 from pump_keras.deploy import export as _library
 from pump_keras.deploy.export import export_run
 
 
+@command
 def main(argv=None) -> int:
     """Runs the CLI; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m pump_keras.export", description=_library.__doc__.split("\n\n")[0])
@@ -16,12 +18,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", required=True, help="the model folder, e.g. saved_models/pump_anomaly")
     parser.add_argument("--version", type=int, help="version number (default: the next free one)")
     args = parser.parse_args(argv)
-    try:
-        path = export_run(args.run_dir, args.out, args.version,
-                          log=lambda line: print(line, file=sys.stderr, flush=True))
-    except (ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    path = export_run(args.run_dir, args.out, args.version, log=lambda line: print(line, file=sys.stderr, flush=True))
     print(path)
     return 0
 

@@ -6,18 +6,19 @@ import argparse
 import sys
 import warnings
 
+from pump_keras.cli.common import command
 from pump_keras.deploy import predict as _library
 from pump_keras.deploy.model_info import clip_length_warnings, synthetic_warning
 from pump_keras.deploy.predict import (
     OUTPUT_FORMATS, PROGRESS_MIN_FILES, format_table, load_scorer, score_wav_files, write_results)
 from pump_keras.deploy.serving_client import collect_wav_files
-from pump_keras.errors import PredictError
 
 
 def _stderr_progress(done: int, total: int) -> None:
     print(f"\rscoring: {done}/{total} files", end="\n" if done == total else "", file=sys.stderr, flush=True)
 
 
+@command
 def main(argv=None) -> int:
     """Runs the CLI; returns the exit status (0 all scored, 1 some failed, 2 usage error)."""
     parser = argparse.ArgumentParser(prog="python -m pump_keras.predict", description=_library.__doc__.split("\n\n")[0])
@@ -43,11 +44,7 @@ def main(argv=None) -> int:
         return 2
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
-        try:
-            scorer = load_scorer(args.model, args.run_dir, args.threshold)
-        except PredictError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
+        scorer = load_scorer(args.model, args.run_dir, args.threshold)
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
     for warning in filter(None, [synthetic_warning(scorer.info, scorer.model_path),

@@ -7,15 +7,17 @@ import os
 import sys
 from typing import Optional, Sequence
 
+from pump_keras.cli.common import command
 from pump_keras.config import FeatureConfig
 from pump_keras.data import resample as _library
 from pump_keras.data.resample import resample_tree
-from pump_keras.errors import ResampleError
 
 
+@command
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs the CLI; returns the exit status (0 all written, 1 some failed, 2 usage error)."""
-    parser = argparse.ArgumentParser(prog="python -m pump_keras.data.resample", description=_library.__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m pump_keras.data.resample",
+                                     description=_library.__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_library.__doc__)
     parser.add_argument("source", help="a folder of recordings (searched at any depth) or one WAV file")
     parser.add_argument("out", help="the folder that receives <name of source>/...")
@@ -26,11 +28,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     def report(path, reason):
         print(f"error: {path}: {reason}" if not reason.startswith(path) else f"error: {reason}", file=sys.stderr)
 
-    try:
-        outcomes = resample_tree(args.source, args.out, args.rate, report)
-    except ResampleError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    outcomes = resample_tree(args.source, args.out, args.rate, report)
     destination = os.path.join(os.path.abspath(args.out), os.path.basename(os.path.abspath(args.source)))
     print(f"{destination}: {len(outcomes['resampled'])} resampled to {args.rate} Hz, "
           f"{len(outcomes['copied'])} copied (already {args.rate} Hz), {len(outcomes['kept'])} kept "

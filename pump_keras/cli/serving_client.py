@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pump_keras.cli.common import command
 from pump_keras.deploy import serving_client as _library
+from pump_keras.deploy.model_info import clip_length_warnings, read_model_info, synthetic_warning
 from pump_keras.deploy.serving_client import collect_wav_files, format_table, score_files
 from pump_keras.errors import ServingError
 
 
+@command
 def main(argv=None) -> int:
     """Runs the CLI; returns the exit status (0: all scored, 1: some files or the server failed, 2: usage)."""
     parser = argparse.ArgumentParser(prog="python -m pump_keras.serving_client",
@@ -33,13 +36,7 @@ def main(argv=None) -> int:
         print(f"error: --batch-size must be at least 1, got {args.batch_size}", file=sys.stderr)
         return 2
     if args.model_info:
-        from pump_keras.deploy.model_info import ModelInfoError, clip_length_warnings, read_model_info, synthetic_warning
-
-        try:
-            info = read_model_info(args.model_info)
-        except ModelInfoError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
+        info = read_model_info(args.model_info)  # a ModelInfoError is a usage error (`command`)
         for warning in filter(None, [synthetic_warning(info, args.model_info), *clip_length_warnings(paths, info)]):
             print(f"warning: {warning}", file=sys.stderr)
     try:

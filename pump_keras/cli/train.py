@@ -15,9 +15,17 @@ completed epoch; a run directory holding another config is refused.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
+
+from pump_keras.cli.common import command
+from pump_keras.config import load_config, read_config_file, replace
+from pump_keras.deploy.export import check_export_target, export_run as export_saved_run, trains_on_synthetic
+from pump_keras.evaluation.metrics import HEADLINE_METRICS
+from pump_keras.run_dir import RunDirectory
+from pump_keras.training.loop import train
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,10 +60,6 @@ FLAG_SETTINGS = {
 
 def resolve_config(args):
     """The `RunConfig` of parsed arguments."""
-    import json
-
-    from pump_keras.config import load_config
-
     overrides = list(args.set)
     for flag, key in FLAG_SETTINGS.items():
         value = getattr(args, flag)
@@ -65,57 +69,33 @@ def resolve_config(args):
         overrides.append("export.enabled=false")
     config = load_config(args.preset, args.config, overrides)
     if not _run_dir_given(args):
-        from pump_keras.config import replace
-
         config = replace(config, run_dir=os.path.join("runs", config.preset))
     return config
 
 
 def _run_dir_given(args) -> bool:
     """Whether `--run-dir`, a `--set run_dir=...` or the `--config` file names the run directory."""
-    from pump_keras.config import read_config_file
-
     if args.run_dir is not None or any(o.strip().startswith("run_dir=") for o in args.set):
         return True
     return bool(args.config) and "run_dir" in read_config_file(args.config)
 
 
+@command
 def main(argv=None) -> int:
-    """Runs the CLI; returns the exit status."""
+    """Runs the CLI; returns the exit status (2, with an `error:` line, for input it cannot use)."""
     args = build_parser().parse_args(argv)
-    from pump_keras.config import ConfigError
-
-    try:
-        config = resolve_config(args)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    config = resolve_config(args)
     if config.data.data_dir is None:
         print(f"pump_keras.train: preset {config.preset!r} on freshly generated SYNTHETIC pump recordings "
               "(a demonstration, not real data) -> " + config.run_dir, flush=True)
     else:
         print(f"pump_keras.train: preset {config.preset!r} on {config.data.data_dir} -> {config.run_dir}", flush=True)
 
-    try:
-        check_export(config)
-    except (ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-
-    from pump_keras.training.custom_loop import WorkerLostError
-    from pump_keras.training.loop import TrainingError, train
-    from pump_keras.run_dir import RunDirError
-    from pump_keras.training.setup import InitError
-
+    check_export(config)
     started = time.perf_counter()
-    try:
-        result = train(config)
-    except (TrainingError, RunDirError, InitError, ConfigError, WorkerLostError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    result = train(config)
     test = result.metrics.get("test", {})
-    print("test: " + "  ".join(f"{k} {test[k]:.3f}" for k in ("accuracy", "balanced_accuracy", "f1", "auc", "pauc")
-                               if k in test))
+    print("test: " + "  ".join(f"{k} {test[k]:.3f}" for k in HEADLINE_METRICS if k in test))
     verdict = result.metrics.get("verdict")
     if verdict:
         print(f"network AUC {verdict['model_auc']:.3f}  |  best baseline (log-mel logistic regression) "
@@ -134,7 +114,7 @@ def main(argv=None) -> int:
 
 def _exported(config) -> bool:
     """Whether this run directory has already been exported (recorded in `export.json`)."""
-    return os.path.exists(os.path.join(config.run_dir, "export.json"))
+    return os.path.exists(os.path.join(config.run_dir, RunDirectory.EXPORT))
 
 
 def model_dir(config) -> str:
@@ -146,18 +126,14 @@ def check_export(config) -> None:
     """Refuses, before training, an export the run could not make at its end (see `check_export_target`)."""
     if not config.export.enabled or _exported(config):
         return
-    from pump_keras.deploy.export import check_export_target, trains_on_synthetic
-
     check_export_target(model_dir(config), config.export.version, trains_on_synthetic(config.data))
 
 
 def export_run(config, result) -> str:
     """Exports the run's best model to `export.out_dir/name/version/`; records it in the run directory."""
-    from pump_keras.deploy.export import export_run as export
-    from pump_keras.run_dir import RunDirectory
-
-    path = export(config.run_dir, model_dir(config), config.export.version, log=lambda line: print(line, flush=True))
-    RunDirectory(config.run_dir).write_json("export.json", {"saved_model": os.path.abspath(path)})
+    path = export_saved_run(config.run_dir, model_dir(config), config.export.version,
+                            log=lambda line: print(line, flush=True))
+    RunDirectory(config.run_dir).write_json(RunDirectory.EXPORT, {"saved_model": os.path.abspath(path)})
     return path
 
 

@@ -15,7 +15,6 @@ from pump_keras.config.schema import RunConfig, to_dict
 from pump_keras.errors import ConfigError
 
 
-
 def read_config_file(path: str) -> dict:
     """The dict in a JSON or YAML config file (by extension; YAML otherwise)."""
     try:
@@ -79,6 +78,8 @@ def from_dict(cls, values: dict, where: str = ""):
     """Builds dataclass `cls` from nested dicts; unknown or ill-typed keys are errors."""
     if not isinstance(values, dict):
         raise ConfigError(f"{where or cls.__name__} must be a mapping, got {values!r}.")
+    if hasattr(cls, "upgrade"):  # settings in an older layout
+        values = cls.upgrade(values)
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - fields)
@@ -122,4 +123,5 @@ def config_to_json(config: RunConfig) -> str:
     return json.dumps(to_dict(config), indent=2) + "\n"
 
 
-__all__ = ["ConfigError", "load_config", "read_config_file", "parse_override", "from_dict", "config_from_json", "config_to_json"]
+__all__ = ["ConfigError", "load_config", "read_config_file", "parse_override", "from_dict", "config_from_json",
+           "config_to_json"]

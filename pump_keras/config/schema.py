@@ -10,7 +10,6 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple, Union
 
-
 FEATURE_KINDS = ("spectrogram", "mel", "log_frequency", "linear_frequency")
 NORMALIZATIONS = ("fixed_db", "clip")
 
@@ -260,31 +259,32 @@ OPTIMIZERS = ("sgd", "adamw")
 CHECKPOINT_METRICS = ("val_loss", "val_auc", "last")
 
 
-@dataclass
-class ModelConfig:
-    """Which network to build (`pump_keras.models.build(name, ...)`).
+PAPER_MODEL = "efficientnetv2_s"
+# ModelConfig's flat fields before each model had its own section; a config
+# that still names them is read as it was meant (`ModelConfig.upgrade`).
+LEGACY_MODEL_FIELDS = ("attention", "attention_placement", "reduction", "width_multiplier",
+                       "depth_multiplier", "dropout_rate", "drop_connect_rate")
 
-    The typed fields are the options of the paper's model; a builder receives
-    those its signature accepts (setting one it does not accept to a
-    non-default value is an error), and `options` passes anything else.
-    The input shape always comes from `FeatureConfig`.
+
+@dataclass
+class EfficientNetV2Options:
+    """The options of the paper's network, `efficientnetv2_s` (paper Tables 2-3; defaults are the paper's).
 
     Attributes:
-        name: model registry name (`pump_keras.models.available_models()`).
         attention: attention registry name in the attention stages.
         attention_placement: `"mbconv"` (stages 4-6, Table 3) or `"all"`.
         reduction: channel reduction of CBAM-style attention MLPs.
         width_multiplier, depth_multiplier: EfficientNet scaling.
         dropout_rate: dropout before the logit.
         drop_connect_rate: stochastic depth rate of the last block.
-        input_standardization: put a `RowStandardization` layer first:
-            each image row (frequency band) is standardised by its mean and
-            standard deviation over the training split, computed before the
-            first epoch and saved in the model (so served audio gets the same).
-        options: further builder keyword arguments.
+        bn_momentum: BatchNorm moving-average momentum (Keras' 0.9).
+        stem_downsampling: `"stride"` (the paper's stride-2 stem) or `"max_pool"`.
+        attention_options: keyword arguments per attention name, e.g.
+            `{"improved_cbam": {"mapping": "paper"}}`.
+        weights: the local path of a keras.applications EfficientNetV2-S
+            weights file to start from, or None.
     """
 
-    name: str = "efficientnetv2_s"
     attention: Optional[str] = "improved_cbam"
     attention_placement: str = "mbconv"
     reduction: int = 16
@@ -292,8 +292,10 @@ class ModelConfig:
     depth_multiplier: float = 1.0
     dropout_rate: float = 0.2
     drop_connect_rate: float = 0.2
-    input_standardization: bool = False
-    options: Dict[str, Any] = field(default_factory=dict)
+    bn_momentum: float = 0.9
+    stem_downsampling: str = "stride"
+    attention_options: Optional[Dict[str, Any]] = None
+    weights: Optional[str] = None
 
     def __post_init__(self):
         if self.reduction < 1:
@@ -304,7 +306,78 @@ class ModelConfig:
         for name in ("dropout_rate", "drop_connect_rate"):
             if not 0.0 <= float(getattr(self, name)) < 1.0:
                 raise ValueError(f"{name} must lie in [0, 1), got {getattr(self, name)!r}.")
-        self.options = dict(self.options or {})
+
+
+@dataclass
+class ModelConfig:
+    """Which network to build (`pump_keras.models.build(name, **options)`): a one-of, as in Model Garden.
+
+    The paper's network has its own typed section, `efficientnetv2_s`; every
+    other registry model takes its options from `options[name]` (a mapping of
+    builder keyword arguments; the builder's defaults otherwise). Only the
+    chosen model's section is used, so switching `name` on any preset just
+    works: the `quick` preset's scaling applies to `efficientnetv2_s`, and
+    `--set model.name=plain_cnn` builds the plain CNN with its own defaults.
+    The input shape always comes from `FeatureConfig`.
+
+    Attributes:
+        name: model registry name (`pump_keras.models.available_models()`).
+        input_standardization: put a `RowStandardization` layer first:
+            each image row (frequency band) is standardised by its mean and
+            standard deviation over the training split, computed before the
+            first epoch and saved in the model (so served audio gets the same).
+        efficientnetv2_s: the paper's network's options.
+        options: `{model name: {option: value}}` for the other models, e.g.
+            `--set model.options.plain_cnn.filters=[16,32,64]`.
+    """
+
+    name: str = PAPER_MODEL
+    input_standardization: bool = False
+    efficientnetv2_s: EfficientNetV2Options = field(default_factory=EfficientNetV2Options)
+    options: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if isinstance(self.efficientnetv2_s, dict):
+            self.efficientnetv2_s = EfficientNetV2Options(**self.efficientnetv2_s)
+        self.options = {str(name): dict(values or {}) for name, values in (self.options or {}).items()}
+        for name, values in self.options.items():
+            if name == PAPER_MODEL:
+                raise ValueError(f"the options of {PAPER_MODEL} have their own section: set "
+                                 f"model.{PAPER_MODEL}.OPTION, not model.options.{PAPER_MODEL}.OPTION.")
+
+    def builder_options(self) -> Dict[str, Any]:
+        """The keyword arguments of the chosen model's builder (without the input shape)."""
+        if self.name == PAPER_MODEL:
+            return dataclasses.asdict(self.efficientnetv2_s)
+        return dict(self.options.get(self.name, {}))
+
+    @staticmethod
+    def upgrade(values: dict) -> dict:
+        """Model settings written before the one-of (flat fields, flat `options`) in today's layout.
+
+        Then the typed fields went to every builder that took them (all take
+        `dropout_rate`), and `options` held the chosen model's own options.
+        """
+        values = dict(values)
+        legacy = {key: values.pop(key) for key in LEGACY_MODEL_FIELDS if key in values}
+        options = dict(values.get("options") or {})
+        flat = {key: value for key, value in options.items() if not isinstance(value, dict)}
+        if not legacy and not flat:
+            return values
+        name = values.get("name", PAPER_MODEL)
+        nested = {key: value for key, value in options.items() if isinstance(value, dict)}
+        paper = dict(values.get(PAPER_MODEL) or {})
+        if name == PAPER_MODEL:
+            paper.update({**legacy, **flat})
+        else:
+            chosen = dict(nested.get(name) or {})
+            if "dropout_rate" in legacy:
+                chosen.setdefault("dropout_rate", legacy.pop("dropout_rate"))
+            nested[name] = {**chosen, **flat}
+            paper.update(legacy)
+        values[PAPER_MODEL] = paper
+        values["options"] = nested
+        return values
 
 
 @dataclass
@@ -367,9 +440,9 @@ class TrainConfig:
             `"bfc"` keeps the memory it frees for the next tensors;
             `"default"` is TensorFlow's own, which hands large buffers back to
             the system, so each new one is paged in afresh: on CPU the
-            improved-CBAM EfficientNetV2-S then trains about 6 % slower.
-            BFC costs memory (it rounds buffers up and keeps what it has:
-            about a fifth more peak memory). TensorFlow reads it once, when
+            improved-CBAM EfficientNetV2-S then trains slower
+            (`benchmarks/model_cost.py --cpu-allocator` measures both).
+            BFC costs memory (it rounds buffers up and keeps what it has). TensorFlow reads it once, when
             its runtime starts; training sets it first, so it has no effect in
             a process that already ran TensorFlow ops. Does not change results.
         init_from: run directory or `.keras` file whose weights start this
@@ -488,6 +561,7 @@ class ExportConfig:
 
 
 THRESHOLD_CRITERIA = ("balanced_accuracy", "fpr")
+DEFAULT_MAX_FPR = 0.1  # the pAUC limit of DCASE
 
 
 @dataclass
@@ -507,7 +581,7 @@ class EvalConfig:
 
     threshold_criterion: str = "balanced_accuracy"
     target_fpr: Optional[float] = None
-    max_fpr: float = 0.1
+    max_fpr: float = DEFAULT_MAX_FPR
     bootstrap: int = 1000
     confidence: float = 0.95
     seed: int = 0
@@ -568,6 +642,7 @@ __all__ = [
     "DataConfig",
     "SyntheticConfig",
     "ModelConfig",
+    "EfficientNetV2Options",
     "TrainConfig",
     "ExportConfig",
     "RunConfig",

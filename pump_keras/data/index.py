@@ -29,7 +29,9 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from pump_keras.audio.wavfile import read_wav_header, special_file_kind
+from pump_keras.data.resample import resample_command
 from pump_keras.errors import DatasetError
+from pump_keras.files import wav_files_under
 
 KNOWN_MACHINES = ("pump", "fan", "valve", "slider", "ToyCar", "ToyConveyor")
 LABEL_NAMES = {0: "normal", 1: "abnormal"}
@@ -102,7 +104,7 @@ def index_dataset(
             twice, or a filter matches nothing.
     """
     root_path = _check_root(root)
-    paths = _find_wav_files(root_path)
+    paths = wav_files_under(root_path)
     if not paths:
         raise DatasetError(f"{root_path}: no .wav files found under this directory.")
     _check_regular_files(root_path, paths)
@@ -216,17 +218,6 @@ def _check_root(root) -> Path:
     if not root_path.is_dir():
         raise DatasetError(f"{root_path}: dataset root is not a directory.")
     return root_path
-
-
-def _find_wav_files(root: Path) -> List[str]:
-    """Every `.wav` file under `root`, skipping hidden files and folders."""
-    found = []
-    for directory, subdirs, files in os.walk(root):
-        subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
-        for name in sorted(files):
-            if name.lower().endswith(".wav") and not name.startswith("."):
-                found.append(os.path.join(directory, name))
-    return found
 
 
 def _check_regular_files(root: Path, paths: Sequence[str]) -> None:
@@ -365,7 +356,7 @@ def _check_no_duplicates(root: Path, records: Sequence[ClipRecord]) -> None:
         key = (record.clip_key, record.snr_db)
         if key in seen:
             raise DatasetError(
-                f"{root}: recording {record.clip_key!r} (SNR {_snr_text(record.snr_db)}) "
+                f"{root}: recording {record.clip_key!r} (SNR {snr_text(record.snr_db)}) "
                 f"appears twice: {seen[key]} and {record.path}; remove the copy."
             )
         seen[key] = record.path
@@ -380,7 +371,7 @@ def _filter_snr(root: Path, records: List[ClipRecord], snr_db) -> List[ClipRecor
     missing = sorted(wanted - present)
     if missing:
         raise DatasetError(
-            f"{root}: no files at SNR {', '.join(f'{v:g} dB' for v in missing)}; "
+            f"{root}: no files at SNR {', '.join(map(snr_text, missing))}; "
             f"the dataset has SNR {_describe_snrs(present)}."
         )
     return [r for r in records if r.snr_db in wanted]
@@ -407,7 +398,7 @@ def _describe_snrs(snrs: Iterable[Optional[float]]) -> str:
     """Readable list of SNR values, "none" for DCASE's missing SNR."""
     snrs = set(snrs)
     values = sorted(v for v in snrs if v is not None)
-    text = ", ".join(f"{v:g} dB" for v in values)
+    text = ", ".join(map(snr_text, values))
     if None in snrs:
         text = (text + ", " if text else "") + (
             "none (DCASE layout has no SNR folders; folders of recordings with no folder above naming "
@@ -415,9 +406,9 @@ def _describe_snrs(snrs: Iterable[Optional[float]]) -> str:
     return text
 
 
-def _snr_text(snr: Optional[float]) -> str:
-    """An SNR as text, "none" for `None`."""
-    return "none" if snr is None else f"{snr:g} dB"
+def snr_text(snr_db: Optional[float], missing: str = "none") -> str:
+    """An SNR as text, `"-6 dB"`; `missing` for recordings without one (DCASE)."""
+    return missing if snr_db is None else f"{snr_db:g} dB"
 
 
 def _read_header(path: str):
@@ -435,8 +426,6 @@ def _common_folder(records: Sequence[ClipRecord]) -> str:
 
 def _check_sample_rates(by_rate: Dict[int, List[str]], expected: Optional[int], root: str) -> None:
     """Raises if the files have several sample rates, or not `expected`; the message gives the converting command."""
-    from pump_keras.data.resample import resample_command
-
     def describe(rate):
         paths = by_rate[rate]
         return f"{rate} Hz in {len(paths)} file(s) (e.g. {paths[0]})"

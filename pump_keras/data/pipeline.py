@@ -38,10 +38,10 @@ from typing import Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from pump_keras.config import DataConfig, FeatureConfig, to_dict
 from pump_keras.audio.decode import decode_samples, decoder_name
-from pump_keras.audio.features import to_backbone_channels, waveform_to_image, wav_bytes_to_image
+from pump_keras.audio.features import to_backbone_channels, wav_bytes_to_image, waveform_to_image
 from pump_keras.audio.wavfile import read_wav_header
+from pump_keras.config import DataConfig, FeatureConfig, to_dict
 
 
 def load_image(path: tf.Tensor, config: FeatureConfig) -> tf.Tensor:
@@ -232,8 +232,8 @@ def make_dataset(
     # Each parallel map call on one thread: on few cores, ops that fan out
     # over the intra-op pool only contend with the other map calls.
     options.threading.max_intra_op_parallelism = 1
-    # On two cores the autotuner's own work made first passes ~40 % slower
-    # half of the time (benchmarks/pipeline.py); fixed settings are steady.
+    # On two cores the autotuner's own work made first passes slower half of
+    # the time (benchmarks/pipeline.py measures it); fixed settings are steady.
     options.autotune.enabled = data_config.autotune
     prefetch = tf.data.AUTOTUNE if data_config.autotune else data_config.prefetch_batches
     return dataset.prefetch(prefetch).with_options(options)

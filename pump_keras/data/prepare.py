@@ -11,8 +11,7 @@ from pump_keras.config import DataConfig, FeatureConfig
 from pump_keras.data.index import ClipRecord, check_audio_headers, index_dataset
 from pump_keras.data.pipeline import make_dataset
 from pump_keras.data.split import SPLITS, read_manifest, split_records, write_manifest
-
-MANIFEST_NAME = "split.csv"
+from pump_keras.run_dir import RunDirectory
 
 
 def prepare_splits(
@@ -28,7 +27,7 @@ def prepare_splits(
     sample rate, the one the features expect), the records are split, and
     the manifest is written to `run_dir/split.csv`.
     """
-    manifest = os.path.join(run_dir, MANIFEST_NAME) if run_dir else None
+    manifest = os.path.join(run_dir, RunDirectory.MANIFEST) if run_dir else None
     if manifest and os.path.exists(manifest):
         return read_manifest(manifest)
     if data_config.split_file is not None:
@@ -60,7 +59,7 @@ def make_split_datasets(
 
     Images are cached under `run_dir/cache` when `data_config.cache` is on.
     """
-    cache_dir = os.path.join(run_dir, "cache") if run_dir else None
+    cache_dir = os.path.join(run_dir, RunDirectory.CACHE) if run_dir else None
     return {
         name: make_dataset(
             splits[name], feature_config, data_config,

@@ -22,9 +22,8 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 
 from pump_keras.audio.wavfile import read_wav_header, special_file_kind, write_wav
-from pump_keras.errors import WavFormatError
-from pump_keras.files import atomic_write_bytes
-from pump_keras.errors import ResampleError
+from pump_keras.errors import ResampleError, WavFormatError
+from pump_keras.files import atomic_write_bytes, wav_files_under
 
 INT16_SCALE = 32768.0
 
@@ -48,16 +47,9 @@ def resample_command(source: str, rate: int) -> str:
     return f"{command} (it writes {os.path.join(out, os.path.basename(source))})"
 
 
-def wav_files_under(source: str) -> List[str]:
+def source_files(source: str) -> List[str]:
     """`source` itself if it is a file, else every `.wav` file under it (hidden ones skipped), sorted."""
-    if not os.path.isdir(source):
-        return [source]
-    found = []
-    for folder, subfolders, names in os.walk(source):
-        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
-        found.extend(os.path.join(folder, name) for name in sorted(names)
-                     if name.lower().endswith(".wav") and not name.startswith("."))
-    return found
+    return wav_files_under(source) if os.path.isdir(source) else [source]
 
 
 def resample_file(source: str, target: str, rate: int) -> str:
@@ -108,7 +100,7 @@ def resample_tree(source: str, out: str, rate: int,
                             "copies would be indexed with the originals.")
     if destination == source:
         raise ResampleError(f"{out}: would overwrite the originals; choose another output folder.")
-    paths = wav_files_under(source)
+    paths = source_files(source)
     if not paths:
         raise ResampleError(f"{source}: no .wav files found.")
     outcomes: Dict[str, List[str]] = {"resampled": [], "copied": [], "kept": [], "failed": []}

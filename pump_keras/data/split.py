@@ -27,8 +27,8 @@ import os
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from pump_keras.data.index import LABEL_NAMES, ClipRecord
-from pump_keras.files import atomic_write_bytes
 from pump_keras.errors import ManifestError, SplitError
+from pump_keras.files import atomic_write_bytes
 
 SPLITS = ("train", "val", "test")
 MANIFEST_COLUMNS = ("split", "path", "label", "machine", "machine_id", "snr_db", "clip_key")

@@ -100,11 +100,10 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
-from scipy import fft as sp_fft
-from scipy import signal
+from scipy import fft as sp_fft, signal
 
-from pump_keras.config import SyntheticConfig
 from pump_keras.audio.wavfile import write_wav
+from pump_keras.config import SyntheticConfig
 
 LABELS = ("normal", "abnormal")
 LABEL_CODES = {"normal": 0, "abnormal": 1}

@@ -14,8 +14,10 @@ numbered versions). Signatures:
   `sample_rate` (int32) -> the same outputs.
 * `serving_images`: ready `[batch, N, N, C]` images in [0, 1] -> the same outputs.
 
-The threshold is the one `pump_keras.evaluate` chose on validation
-(`RUN/threshold.json`), else training's own choice (`RUN/metrics.json`), else
+The threshold is the run's one threshold, chosen on validation
+(`RUN/threshold.json`: written at the end of training, rewritten by
+`pump_keras.evaluate` with its criterion; runs trained before that file
+existed fall back to `RUN/metrics.json`), else
 0.5 with a warning. `assets.extra/pump_keras.json` records it with the
 feature config, the training clip length and sample rate (`clip`) and the
 model's provenance (`provenance`: data source, synthetic or not, test metrics
@@ -44,12 +46,15 @@ import tensorflow as tf
 
 from pump_keras import __version__
 from pump_keras.audio.decode import check
+from pump_keras.audio.features import to_backbone_channels, wav_bytes_to_image, waveform_to_image
+from pump_keras.audio.wavfile import read_wav_header
 from pump_keras.config import DataConfig, FeatureConfig, RunConfig, to_dict
-from pump_keras.audio.features import (
-    to_backbone_channels, wav_bytes_to_image, waveform_to_image)
+from pump_keras.data.split import ManifestError, read_manifest
 from pump_keras.deploy.model_info import METADATA_NAME, ModelInfoError, is_synthetic, read_model_info
 from pump_keras.deploy.serving_warmup import WARMUP_FILE, warmup_clip, write_warmup_file
-from pump_keras.errors import ExportError
+from pump_keras.errors import ExportError, WavFormatError
+from pump_keras.models import load_model
+from pump_keras.run_dir import RunDirectory, load_run_config
 
 Log = Callable[[str], None]
 PIXEL_SLACK = 1e-6  # how far outside [0, 1] `serving_images` still takes a pixel
@@ -89,13 +94,13 @@ def remove_staging_folders(model_dir: str) -> list:
 
 def run_threshold(run_dir: str) -> Tuple[float, str]:
     """The probability threshold of a run and where it came from."""
-    for name, key in (("threshold.json", "threshold_probability"), ("metrics.json", "threshold_probability")):
+    for name in (RunDirectory.THRESHOLD, RunDirectory.METRICS):  # metrics.json: runs from before threshold.json
         path = os.path.join(run_dir, name)
         if os.path.exists(path):
             with open(path, encoding="utf-8") as handle:
                 values = json.load(handle)
-            if key in values:
-                return float(values[key]), f"{name} (chosen on validation)"
+            if "threshold_probability" in values:
+                return float(values["threshold_probability"]), f"{name} (chosen on validation)"
     warnings.warn(f"{run_dir} has no threshold (run pump_keras.evaluate); is_anomaly uses 0.5.")
     return 0.5, "default 0.5 (no threshold saved)"
 
@@ -260,13 +265,8 @@ def training_clip_length(run_dir: str, tolerance: float) -> Optional[dict]:
 
     None when the manifest is missing or none of its training files can be read.
     """
-    from pump_keras.data.prepare import MANIFEST_NAME
-    from pump_keras.data.split import ManifestError, read_manifest
-    from pump_keras.audio.wavfile import read_wav_header
-    from pump_keras.errors import WavFormatError
-
     try:
-        records = read_manifest(os.path.join(run_dir, MANIFEST_NAME))["train"]
+        records = read_manifest(os.path.join(run_dir, RunDirectory.MANIFEST))["train"]
     except ManifestError:
         return None
     headers = []
@@ -302,11 +302,11 @@ def run_provenance(config: RunConfig, run_dir: str) -> dict:
     """Where a run's model came from: data, synthetic or not, test metrics beside the baseline, version, commit."""
     synthetic = trains_on_synthetic(config.data)
     if synthetic:
-        source = os.path.join(os.path.abspath(run_dir), "synthetic")
+        source = os.path.join(os.path.abspath(run_dir), RunDirectory.SYNTHETIC)
     else:
         source = os.path.abspath(config.data.split_file or config.data.data_dir)
     metrics = {}
-    metrics_path = os.path.join(run_dir, "metrics.json")
+    metrics_path = os.path.join(run_dir, RunDirectory.METRICS)
     if os.path.exists(metrics_path):
         with open(metrics_path, encoding="utf-8") as handle:
             metrics = json.load(handle)
@@ -329,11 +329,8 @@ def run_metadata(run_dir: str, config: RunConfig) -> dict:
 
 def export_run(run_dir: str, model_dir: str, version: Optional[int] = None, log: Log = _quiet) -> str:
     """Exports a run's best model with its threshold, feature config and provenance; returns the version folder."""
-    from pump_keras.evaluation.report import load_run_config
-    from pump_keras.models import load_model
-
     config = load_run_config(run_dir)
-    best = os.path.join(run_dir, "best.keras")
+    best = os.path.join(run_dir, RunDirectory.BEST)
     if not os.path.exists(best):
         raise FileNotFoundError(f"{run_dir} holds no best.keras: train it first (python -m pump_keras.train).")
     threshold, source = run_threshold(run_dir)

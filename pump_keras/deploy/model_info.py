@@ -17,8 +17,7 @@ import os
 from typing import List, Optional, Sequence
 
 from pump_keras.audio.wavfile import read_wav_header
-from pump_keras.errors import WavFormatError
-from pump_keras.errors import ModelInfoError
+from pump_keras.errors import ModelInfoError, WavFormatError
 
 METADATA_NAME = "pump_keras.json"
 

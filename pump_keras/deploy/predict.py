@@ -14,7 +14,7 @@ above its numbered versions: the highest is used, as TF Serving does) or a
   (`pump_keras.deploy.export.serving_functions`), so its scores match the exported
   model's. The feature config comes from `RUN/config.json` (`--run-dir`,
   default: the file's own folder); the threshold from `--threshold`, else
-  the run's (`RUN/threshold.json`, then `RUN/metrics.json`), else 0.5 with
+  the run's (`RUN/threshold.json`; `RUN/metrics.json` for older runs), else 0.5 with
   a warning.
 
 It warns (on stderr) when the model was trained on synthetic recordings,
@@ -40,10 +40,14 @@ from typing import Callable, List, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from pump_keras.config import ConfigError, to_dict
+from pump_keras.deploy.export import run_metadata, run_threshold, serving_functions
 from pump_keras.deploy.model_info import METADATA_NAME
 from pump_keras.deploy.serving_client import collect_wav_files, read_files, readable_reason
-from pump_keras.files import atomic_write_bytes
 from pump_keras.errors import PredictError
+from pump_keras.files import atomic_write_bytes
+from pump_keras.models import load_model
+from pump_keras.run_dir import RunDirectory
 
 SIGNATURE = "serving_default"
 INPUT_NAME = "wav_bytes"
@@ -133,22 +137,16 @@ def _load_saved_model(path: str, threshold: Optional[float]) -> Scorer:
 
 
 def _load_keras_model(path: str, run_dir: Optional[str], threshold: Optional[float]) -> Scorer:
-    from pump_keras.config import to_dict
-    from pump_keras.config import ConfigError, config_from_json
-    from pump_keras.deploy.export import run_metadata, run_threshold, serving_functions
-    from pump_keras.models import load_model
-
     run_dir = run_dir if run_dir is not None else os.path.dirname(os.path.abspath(path))
-    config_path = os.path.join(run_dir, "config.json")
+    config_path = os.path.join(run_dir, RunDirectory.CONFIG)
     if not os.path.exists(config_path):
         raise PredictError(f"{path} needs its feature config: pass --run-dir RUN, the training run "
-                           f"whose config.json it came from ({config_path} does not exist).")
+                           f"whose {RunDirectory.CONFIG} it came from ({config_path} does not exist).")
     try:
-        with open(config_path, encoding="utf-8") as handle:
-            config = config_from_json(handle.read())
-        features = config.features
+        config = RunDirectory(run_dir).read_config()
     except ConfigError as error:
         raise PredictError(f"{config_path}: {error}") from error
+    features = config.features
     if threshold is None:
         threshold, source = run_threshold(run_dir)
     else:

@@ -40,6 +40,7 @@ from typing import Iterable, List, Sequence
 
 from pump_keras.audio.wavfile import special_file_kind
 from pump_keras.errors import ServingError
+from pump_keras.files import wav_files_under
 
 INPUT_NAME = "wav_bytes"
 OUTPUT_NAMES = ("anomaly_score", "is_anomaly", "logit")
@@ -55,10 +56,7 @@ def collect_wav_files(paths: Iterable) -> List[str]:
     found = []
     for path in map(os.fspath, paths):
         if os.path.isdir(path):
-            for folder, subfolders, names in os.walk(path):
-                subfolders.sort()
-                found.extend(os.path.join(folder, name) for name in sorted(names)
-                             if name.lower().endswith(".wav"))
+            found.extend(wav_files_under(path, include_hidden=True))
         else:
             found.append(path)
     return found

@@ -28,15 +28,15 @@ from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import librosa
 import numpy as np
+import tensorflow as tf
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
-import tensorflow as tf
 
 from pump_keras.audio.decode import decode_samples, decoder_name
+from pump_keras.audio.wavfile import read_wav_header
 from pump_keras.config import FeatureConfig
 from pump_keras.data.index import ClipRecord
-from pump_keras.audio.wavfile import read_wav_header
 from pump_keras.errors import WavFormatError
 from pump_keras.files import atomic_write_bytes
 

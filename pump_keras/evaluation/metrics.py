@@ -17,9 +17,13 @@ from typing import Callable, Dict, Optional, Tuple
 import numpy as np
 from sklearn import metrics as sk_metrics
 
-DEFAULT_MAX_FPR = 0.1
+from pump_keras.config.schema import DEFAULT_MAX_FPR, THRESHOLD_CRITERIA
+
 ALL_GROUPS = "all"
-THRESHOLD_CRITERIA = ("balanced_accuracy", "fpr")
+# The metrics every summary shows, in this order (the report, the commands, the ablation tables).
+HEADLINE_METRICS = ("accuracy", "balanced_accuracy", "f1", "auc", "pauc")
+METRIC_TITLES = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "f1": "F1", "auc": "AUC",
+                 "pauc": "pAUC"}
 
 
 def _check_binary(values, name: str) -> np.ndarray:

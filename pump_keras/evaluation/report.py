@@ -14,31 +14,23 @@ import time
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
+import tensorflow as tf
 
-from pump_keras.evaluation import metrics
-from pump_keras.evaluation.scoring import choose_threshold, score_records, sigmoid
-from pump_keras.evaluation.verdict import compare_with_baseline
+from pump_keras.audio.features import to_backbone_channels, wav_bytes_to_image
 from pump_keras.config import EvalConfig, RunConfig, replace
-from pump_keras.config import config_from_json
-from pump_keras.data.index import machine_group
-from pump_keras.data.split import leaked_examples
-from pump_keras.files import atomic_write_bytes
+from pump_keras.data.index import check_audio_headers, index_dataset, machine_group, snr_text
+from pump_keras.data.prepare import prepare_splits
+from pump_keras.data.split import leaked_examples, read_manifest
 from pump_keras.errors import EvaluationError
+from pump_keras.evaluation import baselines, metrics, plots
+from pump_keras.evaluation.scoring import choose_threshold, score_records, sigmoid, threshold_record
+from pump_keras.evaluation.verdict import compare_with_baseline
+from pump_keras.files import atomic_write_bytes
+from pump_keras.models import load_model
+from pump_keras.run_dir import RunDirectory, load_run_config
 
-REPORT_DIR = "report"
-THRESHOLD_FILE = "threshold.json"
-INTERVAL_METRICS = ("accuracy", "balanced_accuracy", "f1", "auc", "pauc")
 ALL_CLIPS = "all"
 
-
-
-def load_run_config(run_dir: str) -> RunConfig:
-    """The `RunConfig` saved in `run_dir/config.json`."""
-    path = os.path.join(run_dir, "config.json")
-    if not os.path.exists(path):
-        raise EvaluationError(f"{run_dir} holds no config.json: not a pump_keras run directory.")
-    with open(path, encoding="utf-8") as handle:
-        return config_from_json(handle.read())
 
 
 def _at_threshold(name: str, threshold: float) -> Callable:
@@ -68,7 +60,7 @@ def metrics_with_intervals(labels, scores, threshold: float, config: EvalConfig)
 
 def snr_name(snr_db: Optional[float]) -> str:
     """`"-6 dB"`, or `"n/a"` for recordings without an SNR folder (DCASE)."""
-    return "n/a" if snr_db is None else f"{snr_db:g} dB"
+    return snr_text(snr_db, missing="n/a")
 
 
 def eval_records(config: RunConfig, run_dir: str, data_dir: Optional[str], split: str,
@@ -84,11 +76,7 @@ def eval_records(config: RunConfig, run_dir: str, data_dir: Optional[str], split
     none. Clips of another folder that the run trained or selected on are
     refused (`check_not_seen`).
     """
-    from pump_keras.data.index import check_audio_headers, index_dataset
-    from pump_keras.data.prepare import prepare_splits
-    from pump_keras.data.split import read_manifest
-
-    own = read_manifest(os.path.join(run_dir, "split.csv"))
+    own = read_manifest(os.path.join(run_dir, RunDirectory.MANIFEST))
     if data_dir is None:
         if split == ALL_CLIPS:
             raise EvaluationError(f"split {ALL_CLIPS!r} scores every clip of another folder: give it with "
@@ -118,7 +106,7 @@ def _with_snrs(records: Sequence, snr_db: Optional[Sequence[float]], where: str)
     missing = sorted(wanted - {r.snr_db for r in records})
     if missing:
         present = sorted({snr_name(r.snr_db) for r in records})
-        raise EvaluationError(f"{where} holds no clips at SNR {', '.join(f'{v:g} dB' for v in missing)}; "
+        raise EvaluationError(f"{where} holds no clips at SNR {', '.join(map(snr_text, missing))}; "
                               f"it has {', '.join(present) or 'no clips'}.")
     return [r for r in records if r.snr_db in wanted]
 
@@ -148,11 +136,9 @@ def evaluate_run(run_dir: str, data_dir: Optional[str] = None, split: str = "tes
 
     `data_dir`, `split`, `snr_db` and `folder_snr_db` choose the clips (see `eval_records`).
     """
-    from pump_keras.models import load_model
-
     run_config = load_run_config(run_dir)
     eval_config = config or run_config.evaluation
-    best = os.path.join(run_dir, "best.keras")
+    best = os.path.join(run_dir, RunDirectory.BEST)
     if not os.path.exists(best):
         raise EvaluationError(f"{run_dir} holds no best.keras: train it first (python -m pump_keras.train).")
     records = eval_records(run_config, run_dir, data_dir, split, snr_db, folder_snr_db)
@@ -162,7 +148,7 @@ def evaluate_run(run_dir: str, data_dir: Optional[str] = None, split: str = "tes
         log(f"{step} ({time.perf_counter() - started:.0f} s so far)")
 
     model = load_model(best)
-    cache_dir = os.path.join(run_dir, "cache")
+    cache_dir = os.path.join(run_dir, RunDirectory.CACHE)
     progress(f"Scoring {len(records['val'])} validation clips with {best}...")
     val_scores = score_records(model, records["val"], run_config, cache_dir, "val")
     eval_name = split if data_dir is None else f"external-{split}"  # cache files are keyed by the clips too
@@ -172,16 +158,15 @@ def evaluate_run(run_dir: str, data_dir: Optional[str] = None, split: str = "tes
     val_labels = np.array([r.label for r in records["val"]])
     labels = np.array([r.label for r in records["eval"]])
     threshold = choose_threshold(val_labels, val_scores, eval_config)
-    threshold_info = {"threshold_logit": threshold, "threshold_probability": sigmoid(threshold),
-                      "criterion": eval_config.threshold_criterion, "target_fpr": eval_config.target_fpr,
-                      "chosen_on": "val"}
-    atomic_write_bytes(os.path.join(run_dir, THRESHOLD_FILE), (json.dumps(threshold_info, indent=2) + "\n").encode())
+    threshold_info = threshold_record(threshold, eval_config)
+    RunDirectory(run_dir).write_json(RunDirectory.THRESHOLD, threshold_info)
 
     machines = [machine_group(r) for r in records["eval"]]
     snrs = [snr_name(r.snr_db) for r in records["eval"]]
     result = {
         "run_dir": os.path.abspath(run_dir),
-        "data_dir": os.path.abspath(data_dir or run_config.data.data_dir or os.path.join(run_dir, "synthetic")),
+        "data_dir": os.path.abspath(data_dir or run_config.data.data_dir
+                                    or os.path.join(run_dir, RunDirectory.SYNTHETIC)),
         "synthetic": data_dir is None and run_config.data.data_dir is None,
         "split": split,
         "n_clips": int(labels.size),
@@ -197,7 +182,7 @@ def evaluate_run(run_dir: str, data_dir: Optional[str] = None, split: str = "tes
         result["baselines"], baseline_scores = baseline_results(
             records, run_config, eval_config, labels, val_labels, run_dir, log)
         result["verdict"] = compare_with_baseline(labels, scores, baseline_scores, eval_config)
-    report_dir = os.path.join(run_dir, REPORT_DIR)
+    report_dir = os.path.join(run_dir, RunDirectory.REPORT)
     os.makedirs(report_dir, exist_ok=True)
     figures = {}
     if plots:
@@ -219,13 +204,10 @@ def baseline_results(records: dict, run_config: RunConfig, eval_config: EvalConf
     Returns their metrics and the logistic regression's scores of the evaluated clips.
     `log` receives the progress of the features not yet cached.
     """
-    from pump_keras.evaluation import baselines
-    from pump_keras.data.split import read_manifest
-
-    splits = read_manifest(os.path.join(run_dir, "split.csv"))
+    splits = read_manifest(os.path.join(run_dir, RunDirectory.MANIFEST))
     splits = {**splits, "eval": records["eval"]}
     scores = baselines.run_baselines(splits, run_config.features, eval_split="eval",
-                                     cache_dir=os.path.join(run_dir, "cache"), log=log)
+                                     cache_dir=os.path.join(run_dir, RunDirectory.CACHE), log=log)
     train_labels = np.array([r.label for r in splits["train"]])
     predicts_abnormal = train_labels.mean() > 0.5
     constant = float(scores["majority"][0])
@@ -242,11 +224,6 @@ def baseline_results(records: dict, run_config: RunConfig, eval_config: EvalConf
 def draw_figures(model, run_dir: str, report_dir: str, run_config: RunConfig, records: Sequence,
                  labels: np.ndarray, scores: np.ndarray, threshold: float) -> Dict[str, str]:
     """Writes the report's PNGs; returns {figure: file name}."""
-    import tensorflow as tf
-
-    from pump_keras.evaluation import plots
-    from pump_keras.audio.features import to_backbone_channels, wav_bytes_to_image
-
     figures = {}
 
     def path(name):
@@ -256,7 +233,7 @@ def draw_figures(model, run_dir: str, report_dir: str, run_config: RunConfig, re
     plots.plot_roc(labels, scores, threshold, path("roc"), max_fpr=run_config.evaluation.max_fpr)
     plots.plot_confusion(labels, scores, threshold, path("confusion"))
     plots.plot_score_histograms(labels, scores, threshold, path("scores"))
-    history = os.path.join(run_dir, "history.csv")
+    history = os.path.join(run_dir, RunDirectory.HISTORY)
     if os.path.exists(history):
         plots.plot_training_curves(history, path("training_curves"))
 

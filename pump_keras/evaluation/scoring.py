@@ -32,6 +32,19 @@ def choose_threshold(labels, scores, config: EvalConfig) -> float:
                                   target_fpr=config.target_fpr)
 
 
+def threshold_record(threshold: float, config: EvalConfig) -> dict:
+    """What a run's `threshold.json` holds: the threshold as logit and probability, and how it was chosen."""
+    return {"threshold_logit": float(threshold), "threshold_probability": sigmoid(threshold),
+            "criterion": config.threshold_criterion, "target_fpr": config.target_fpr, "chosen_on": "val"}
+
+
+def describe_criterion(config: EvalConfig) -> str:
+    """The threshold criterion in words, e.g. `"best balanced accuracy on val"`."""
+    if config.threshold_criterion == "balanced_accuracy":
+        return "best balanced accuracy on val"
+    return f"false-positive rate <= {config.target_fpr} on val"
+
+
 def predict_scores(model: keras.Model, dataset: tf.data.Dataset) -> np.ndarray:
     """Logits of every clip of an unshuffled dataset, in record order."""
     logits = model.predict(dataset.map(lambda images, labels: images), verbose=0)
@@ -46,7 +59,7 @@ def score_records(model, records: Sequence, config: RunConfig, cache_dir: Option
 
 def evaluate_model(model: keras.Model, datasets: dict, splits: dict, predict=predict_scores,
                    baseline_test_scores=None, eval_config=None) -> dict:
-    """Test metrics at the threshold with the best balanced accuracy on validation.
+    """Test metrics at the threshold chosen on validation by `eval_config` (default: best balanced accuracy).
 
     With `baseline_test_scores` (the log-mel logistic regression's, same
     test clips), `baseline` holds its test metrics and `verdict` the paired
@@ -54,8 +67,9 @@ def evaluate_model(model: keras.Model, datasets: dict, splits: dict, predict=pre
     """
     scores = {name: predict(model, datasets[name]) for name in ("val", "test") if name in datasets}
     labels = {name: np.array([r.label for r in splits[name]]) for name in scores}
-    threshold = metrics.best_threshold(labels["val"], scores["val"], criterion="balanced_accuracy")
-    result = {"threshold_logit": float(threshold), "threshold_criterion": "best balanced accuracy on val",
+    eval_config = eval_config or EvalConfig()
+    threshold = choose_threshold(labels["val"], scores["val"], eval_config)
+    result = {"threshold_logit": float(threshold), "threshold_criterion": describe_criterion(eval_config),
               "threshold_probability": sigmoid(threshold)}
     for name in scores:
         groups = [machine_group(r) for r in splits[name]]

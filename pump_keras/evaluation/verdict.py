@@ -15,8 +15,8 @@ from typing import Optional
 
 import numpy as np
 
-from pump_keras.evaluation import metrics
 from pump_keras.config import EvalConfig
+from pump_keras.evaluation import metrics
 
 BASELINE_DESCRIPTION = "a logistic regression on log-mel band statistics"
 OUTCOMES = ("better", "worse", "unclear")

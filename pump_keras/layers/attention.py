@@ -336,10 +336,10 @@ def _gated_simam(x, mlp, lambda_: float):
     keeps several full-size tensors from the forward pass and materialises one
     per step of the backward pass. On CPU, where TensorFlow runs op by op,
     each new full-size buffer is fresh memory, and that, more than the
-    arithmetic, made an EfficientNetV2-S train step about 20 % slower than with
-    SE. This gradient keeps only `x` and SimAM's weights from the forward pass,
-    recomputes the deviation, and orders the products so that most of them
-    reuse a buffer that is no longer needed. The max descriptor's gradient is
+    arithmetic, made an EfficientNetV2-S train step markedly slower than with
+    SE (`benchmarks/model_cost.py`). This gradient keeps only `x` and SimAM's
+    weights from the forward pass, recomputes the deviation, and orders the
+    products so that most of them reuse a buffer that is no longer needed. The max descriptor's gradient is
     split equally between tied maxima, as TensorFlow's and JAX's `max` do.
     Tests compare this gradient with autodiff of the unfused layer on both
     backends.

@@ -7,9 +7,9 @@ Importing this package registers every model and custom layer, so
 
 import keras
 
-from pump_keras.models.registry import available_models, build, register_model
-from pump_keras.models import conformer, efficientnet_v2, zoo  # noqa: F401  registers builders and layers
 from pump_keras.layers import standardization  # noqa: F401  registers RowStandardization
+from pump_keras.models import conformer, efficientnet_v2, zoo  # noqa: F401  registers builders and layers
+from pump_keras.models.registry import available_models, build, register_model
 
 
 def load_model(path: str, compile: bool = False) -> keras.Model:

@@ -31,8 +31,9 @@ import math
 import keras
 from keras import layers, ops
 
+from pump_keras.models.head import image_input, logit_head
 from pump_keras.models.registry import register_model
-from pump_keras.models.zoo import DEFAULT_INPUT_SHAPE, _check_input_shape, _check_rate, _logit
+from pump_keras.models.zoo import DEFAULT_INPUT_SHAPE, _check_input_shape, _check_rate
 
 SUBSAMPLING = 4  # two stride-2 convolutions
 
@@ -205,7 +206,7 @@ def conformer(input_shape=DEFAULT_INPUT_SHAPE, d_model: int = 144, num_blocks: i
     block_dropout = _check_rate("block_dropout", block_dropout)
     dropout_rate = _check_rate("dropout_rate", dropout_rate)
 
-    inputs = keras.Input(shape=input_shape, name="images")
+    inputs = image_input(input_shape)
     x = inputs
     for number in (1, 2):
         x = layers.Conv2D(d_model, 3, strides=2, padding="same", activation="relu",
@@ -219,6 +220,4 @@ def conformer(input_shape=DEFAULT_INPUT_SHAPE, d_model: int = 144, num_blocks: i
         x = conformer_block(d_model, num_heads, kernel_size, ffn_expansion, block_dropout,
                             f"block{number}")(x)
     x = layers.GlobalAveragePooling1D(name="frame_mean")(x)
-    if dropout_rate > 0:
-        x = layers.Dropout(dropout_rate, name="top_dropout")(x)
-    return keras.Model(inputs, _logit(x), name="conformer")
+    return keras.Model(inputs, logit_head(x, dropout_rate), name="conformer")

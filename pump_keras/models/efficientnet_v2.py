@@ -25,6 +25,7 @@ import keras
 from keras import layers
 
 from pump_keras.layers.attention import build_attention
+from pump_keras.models.head import image_input, logit_head
 from pump_keras.models.registry import register_model
 
 # Configs, not instances (as in keras.applications): every layer makes its own
@@ -227,7 +228,7 @@ def efficientnet_v2(
     _check_options(stages, input_shape, width_multiplier, depth_multiplier, dropout_rate,
                    drop_connect_rate, bn_momentum, stem_downsampling)
     attention_options = dict(attention_options or {})
-    inputs = keras.Input(shape=tuple(input_shape), name="image")
+    inputs = image_input(input_shape)
     # [0, 1] images onto Keras' EfficientNetV2 input range: pixels p in
     # [0, 255] go to p / 128 - 1, and p = 255 * image.
     x = layers.Rescaling(scale=255.0 / 128.0, offset=-1.0, name="rescaling")(inputs)
@@ -262,11 +263,7 @@ def efficientnet_v2(
     x = _bn(bn_momentum, "top_bn")(x)
     x = layers.Activation(activation, name="top_activation")(x)
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    if dropout_rate > 0:
-        x = layers.Dropout(dropout_rate, name="top_dropout")(x)
-    logits = layers.Dense(1, kernel_initializer=DENSE_KERNEL_INITIALIZER, dtype="float32",
-                          name="logit")(x)
-    return keras.Model(inputs, logits, name=name)
+    return keras.Model(inputs, logit_head(x, dropout_rate, DENSE_KERNEL_INITIALIZER), name=name)
 
 
 def _check_options(stages, input_shape, width_multiplier, depth_multiplier, dropout_rate,

@@ -40,6 +40,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from pump_keras.models.head import image_input, logit_head
 from pump_keras.models.registry import register_model
 
 DEFAULT_INPUT_SHAPE = (224, 224, 3)
@@ -91,10 +92,6 @@ def _check_weights(weights) -> Optional[str]:
         f"got {weights!r}.")
 
 
-def _logit(x):
-    return layers.Dense(1, dtype="float32", name="logit")(x)
-
-
 # ---------------------------------------------------------------- Keras applications
 
 
@@ -120,14 +117,11 @@ class ImageNetCaffePreprocessing(layers.Layer):
 def _application_model(name: str, application, preprocessing: layers.Layer, input_shape,
                        dropout_rate: float, weights: Optional[str], **application_options):
     """`preprocessing` -> keras.applications backbone (average-pooled) -> dropout -> logit."""
-    inputs = keras.Input(shape=input_shape, name="images")
+    inputs = image_input(input_shape)
     x = preprocessing(inputs)
     backbone = application(include_top=False, weights=weights, pooling="avg",
                            input_shape=input_shape, **application_options)
-    x = backbone(x)
-    if dropout_rate > 0:
-        x = layers.Dropout(dropout_rate, name="top_dropout")(x)
-    return keras.Model(inputs, _logit(x), name=name)
+    return keras.Model(inputs, logit_head(backbone(x), dropout_rate), name=name)
 
 
 def _register_efficientnet(variant: str) -> None:
@@ -403,7 +397,7 @@ def mobilevit(variant: str = "xs", input_shape=DEFAULT_INPUT_SHAPE, num_heads: i
     transformer_dropout = _check_rate("transformer_dropout", transformer_dropout)
     dropout_rate = _check_rate("dropout_rate", dropout_rate)
 
-    inputs = keras.Input(shape=input_shape, name="images")
+    inputs = image_input(input_shape)
     x = _conv_bn(spec.stem_filters, 3, 2, "stem")(inputs)
     for number, stage in enumerate(spec.stages, start=1):
         for block in range(stage.mv2_blocks):
@@ -414,9 +408,7 @@ def mobilevit(variant: str = "xs", input_shape=DEFAULT_INPUT_SHAPE, num_heads: i
                                 patch_size, transformer_dropout, f"stage{number}_mobilevit")(x)
     x = _conv_bn(spec.head_filters, 1, 1, "head")(x)
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    if dropout_rate > 0:
-        x = layers.Dropout(dropout_rate, name="top_dropout")(x)
-    return keras.Model(inputs, _logit(x), name="mobilevit")
+    return keras.Model(inputs, logit_head(x, dropout_rate), name="mobilevit")
 
 
 # ---------------------------------------------------------------- plain CNN
@@ -434,7 +426,7 @@ def plain_cnn(filters: Sequence[int] = (32, 64, 128, 256), kernel_size: int = 3,
     input_shape = _check_input_shape(input_shape, min_size=2 ** len(widths))
     dropout_rate = _check_rate("dropout_rate", dropout_rate)
 
-    inputs = keras.Input(shape=input_shape, name="images")
+    inputs = image_input(input_shape)
     x = inputs
     for number, width in enumerate(widths, start=1):
         x = layers.Conv2D(width, kernel_size, padding="same", use_bias=False,
@@ -443,6 +435,4 @@ def plain_cnn(filters: Sequence[int] = (32, 64, 128, 256), kernel_size: int = 3,
         x = layers.Activation("relu", name=f"block{number}_relu")(x)
         x = layers.MaxPooling2D(2, name=f"block{number}_pool")(x)
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    if dropout_rate > 0:
-        x = layers.Dropout(dropout_rate, name="top_dropout")(x)
-    return keras.Model(inputs, _logit(x), name="plain_cnn")
+    return keras.Model(inputs, logit_head(x, dropout_rate), name="plain_cnn")

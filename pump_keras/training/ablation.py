@@ -2,7 +2,7 @@
 
     python -m pump_keras.ablate --grid tables --seeds 3                   # quick preset, synthetic data
     python -m pump_keras.ablate --grid tables --preset paper --data-dir /data/mimii --set "data.snr_db=[-6]" --seeds 5
-    python -m pump_keras.ablate --axis model.attention=se,improved_cbam --axis features.kind=spectrogram,mel
+    python -m pump_keras.ablate --axis model.efficientnetv2_s.attention=se,improved_cbam --axis features.kind=mel
 
 A grid is one or more tables; a table is the product of its axes (a setting
 and its values). `tables` is the paper's three: Table 4 (backbones: every
@@ -23,15 +23,23 @@ FLOPs) and `OUT/results.json`.
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import json
 import os
 import statistics
 from typing import Dict, List, Sequence, Tuple
 
-METRICS = ("accuracy", "auc", "pauc", "balanced_accuracy", "f1")
-SYNTHETIC_MARKER = "synthetic.json"
+import keras
+
+from pump_keras.config import load_config, to_dict
+from pump_keras.data.synthetic import generate_dataset
+from pump_keras.evaluation.metrics import HEADLINE_METRICS, METRIC_TITLES
+from pump_keras.files import atomic_write_bytes
+from pump_keras.models import load_model
+from pump_keras.models.cost import count_flops
+from pump_keras.run_dir import RunDirectory
+from pump_keras.training.loop import train
+
 Axis = Tuple[str, Tuple[str, ...]]
 
 # The paper's tables as axes over the run config (values are YAML scalars).
@@ -40,7 +48,8 @@ TABLES: Dict[str, List[Axis]] = {
     # models its text adds (CNN, ResNet50, Conformer).
     "backbones": [("model.name", (*(f"efficientnet_b{i}" for i in range(8)), "mobilevit", "plain_cnn", "resnet50",
                                   "conformer", "efficientnetv2s_keras", "efficientnetv2_s"))],
-    "attentions": [("model.attention", ("se", "cbam", "simam", "eca", "nam", "soca", "improved_cbam"))],
+    "attentions": [("model.efficientnetv2_s.attention",
+                    ("se", "cbam", "simam", "eca", "nam", "soca", "improved_cbam"))],
     "features": [("features.kind", ("spectrogram", "mel", "log_frequency", "linear_frequency"))],
 }
 GRIDS = {"tables": ("backbones", "attentions", "features"), **{name: (name,) for name in TABLES}}
@@ -76,48 +85,16 @@ def mean_std(values: Sequence[float]) -> str:
 
 def model_cost(run_dir: str) -> Dict[str, float]:
     """Parameters and forward GFLOPs per image of a run's model."""
-    from pump_keras.models import load_model
-    from pump_keras.models.cost import count_flops
-
-    model = load_model(os.path.join(run_dir, "best.keras"))
+    model = load_model(os.path.join(run_dir, RunDirectory.BEST))
     return {"params": model.count_params(), "gflops": count_flops(model) / 1e9}
-
-
-def cell_config(preset: str, config_path, base_overrides: Sequence[str], overrides: Sequence[str]):
-    """A cell's `RunConfig`, and the overrides that reset model settings its model does not take.
-
-    The preset's settings of the paper's network (the `quick` preset's width,
-    depth and stochastic depth) are no options of the other backbones; in
-    their cells those settings go back to their defaults, as
-    `model.FIELD=VALUE` overrides (listed with the cell's results).
-    """
-    from pump_keras.config import ModelConfig
-    from pump_keras.config import load_config
-    from pump_keras.models import registry
-    from pump_keras.training.setup import MODEL_FIELDS
-
-    config = load_config(preset, config_path, [*base_overrides, *overrides])
-    accepted = inspect.signature(registry.builder(config.model.name)).parameters
-    defaults = ModelConfig()
-    resets = [f"model.{name}={json.dumps(getattr(defaults, name))}" for name in MODEL_FIELDS
-              if name not in accepted and getattr(config.model, name) != getattr(defaults, name)]
-    if resets:
-        config = load_config(preset, config_path, [*base_overrides, *overrides, *resets])
-    return config, resets
 
 
 def run_cell(base_overrides: List[str], overrides: List[str], preset: str, config_path, run_dir: str,
              seed: int, log) -> dict:
     """Trains (or resumes, or reads) one seed of one cell; returns its test metrics."""
-    import keras
-
-    from pump_keras.config import load_config
-    from pump_keras.training.loop import train
-    from pump_keras.run_dir import RunDirectory
-
     config = load_config(preset, config_path, [*base_overrides, *overrides, f"train.seed={seed}",
                                                f"run_dir={run_dir}", "export.enabled=false"])
-    metrics_path = os.path.join(run_dir, "metrics.json")
+    metrics_path = os.path.join(run_dir, RunDirectory.METRICS)
     if os.path.exists(metrics_path):
         RunDirectory(run_dir).check(config)  # a finished run of other settings is not this cell
         with open(metrics_path, encoding="utf-8") as handle:
@@ -133,11 +110,7 @@ def synthetic_recordings(data_dir: str, settings) -> str:
     settings is refused (the grid's finished cells were trained on it), naming
     the differences, and nothing in it is changed.
     """
-    from pump_keras.config import to_dict
-    from pump_keras.data.synthetic import generate_dataset
-    from pump_keras.files import atomic_write_bytes
-
-    marker = os.path.join(data_dir, SYNTHETIC_MARKER)
+    marker = os.path.join(data_dir, RunDirectory.SYNTHETIC_MARKER)
     requested = json.loads(json.dumps(to_dict(settings)))
     if os.path.exists(marker):
         with open(marker, encoding="utf-8") as handle:
@@ -158,20 +131,16 @@ def synthetic_recordings(data_dir: str, settings) -> str:
 def run_grid(tables: Dict[str, List[Axis]], seeds: int, out_dir: str, preset: str = "quick",
              config_path=None, overrides: Sequence[str] = (), log=print) -> dict:
     """Runs every cell of every table for `seeds` seeds; writes and returns the results."""
-    from pump_keras.config import load_config
-    from pump_keras.files import atomic_write_bytes
-
     base = list(overrides)
     config = load_config(preset, config_path, base)
     if config.data.data_dir is None:
-        data_dir = synthetic_recordings(os.path.join(out_dir, "synthetic"), config.synthetic)
+        data_dir = synthetic_recordings(os.path.join(out_dir, RunDirectory.SYNTHETIC), config.synthetic)
         base.append(f"data.data_dir={data_dir}")
         log(f"Ablation on SYNTHETIC recordings in {data_dir} (a demonstration, not real data).")
     results = {}
     for table, axes in tables.items():
         rows = {}
         for name, cell_overrides in cells(axes):
-            cell_overrides = cell_overrides + cell_config(preset, config_path, base, cell_overrides)[1]
             per_seed = []
             for seed in range(seeds):
                 run_dir = os.path.join(out_dir, table, name, f"seed-{seed}")
@@ -180,7 +149,7 @@ def run_grid(tables: Dict[str, List[Axis]], seeds: int, out_dir: str, preset: st
                                          log=lambda message: None))
             cost = model_cost(os.path.join(out_dir, table, name, "seed-0"))
             rows[name] = {"overrides": cell_overrides, "seeds": per_seed, **cost,
-                          **{metric: mean_std([s[metric] for s in per_seed]) for metric in METRICS}}
+                          **{metric: mean_std([s[metric] for s in per_seed]) for metric in HEADLINE_METRICS}}
         results[table] = {"axes": [[key, list(values)] for key, values in axes], "rows": rows}
     atomic_write_bytes(os.path.join(out_dir, "results.json"), (json.dumps(results, indent=2) + "\n").encode())
     atomic_write_bytes(os.path.join(out_dir, "results.md"), markdown(results, seeds, preset).encode())
@@ -193,10 +162,10 @@ def markdown(results: dict, seeds: int, preset: str) -> str:
     for table, result in results.items():
         axes = ", ".join(key for key, _ in result["axes"])
         lines += [f"## {table} ({axes})", "",
-                  "| cell | params | GFLOPs/img | accuracy | AUC | pAUC | balanced accuracy | F1 |",
-                  "| --- | ---: | ---: | --- | --- | --- | --- | --- |"]
+                  "| cell | params | GFLOPs/img | " + " | ".join(METRIC_TITLES[m] for m in HEADLINE_METRICS) + " |",
+                  "| --- | ---: | ---: |" + " --- |" * len(HEADLINE_METRICS)]
         for name, row in result["rows"].items():
             lines.append(f"| {name} | {row['params']:,} | {row['gflops']:.3f} | "
-                         + " | ".join(row[m] for m in METRICS) + " |")
+                         + " | ".join(row[m] for m in HEADLINE_METRICS) + " |")
         lines.append("")
     return "\n".join(lines)

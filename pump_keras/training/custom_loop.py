@@ -47,10 +47,8 @@ import numpy as np
 import tensorflow as tf
 
 from pump_keras.config import TrainConfig
-from pump_keras.training import recipe
 from pump_keras.errors import WorkerLostError
-
-
+from pump_keras.training import recipe
 
 # What a collective raises when a peer is gone: TensorFlow's health check
 # aborts the collectives (Unavailable), or one times out (DeadlineExceeded).

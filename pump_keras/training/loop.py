@@ -17,15 +17,15 @@ import tensorflow as tf
 from pump_keras.config import RunConfig, replace, to_dict
 from pump_keras.data.index import check_audio_headers
 from pump_keras.data.pipeline import make_dataset
-from pump_keras.data.prepare import MANIFEST_NAME, prepare_splits
+from pump_keras.data.prepare import prepare_splits
 from pump_keras.data.split import describe_splits, write_manifest
 from pump_keras.data.synthetic import generate_dataset
-from pump_keras.training import custom_loop, recipe, setup
-from pump_keras.run_dir import RunDirectory, check_manifest_paths
-from pump_keras.evaluation.scoring import evaluate_model, predict_scores
-from pump_keras.files import atomic_write_bytes
 from pump_keras.errors import TrainingError
-
+from pump_keras.evaluation.baselines import run_baselines
+from pump_keras.evaluation.scoring import evaluate_model, predict_scores, threshold_record
+from pump_keras.files import atomic_write_bytes, atomic_write_json
+from pump_keras.run_dir import RunDirectory, check_manifest_paths
+from pump_keras.training import custom_loop, recipe, setup
 
 
 @dataclass
@@ -39,13 +39,10 @@ class TrainResult:
     files: Dict[str, str]
 
 
-SYNTHETIC_MARKER = "synthetic.json"
-
-
 def synthetic_data_dir(config: RunConfig, run: RunDirectory, log: Callable) -> str:
     """The run's own synthetic recordings (generated once, deterministic for the config)."""
-    folder = run.file("synthetic")
-    marker = os.path.join(folder, SYNTHETIC_MARKER)
+    folder = run.file(RunDirectory.SYNTHETIC)
+    marker = os.path.join(folder, RunDirectory.SYNTHETIC_MARKER)
     expected = to_dict(config.synthetic)
     if os.path.exists(marker):
         with open(marker, encoding="utf-8") as handle:
@@ -53,9 +50,7 @@ def synthetic_data_dir(config: RunConfig, run: RunDirectory, log: Callable) -> s
                 return folder
     started = time.perf_counter()
     paths = generate_dataset(folder, config.synthetic, log=log if config.train.verbose else None)
-    with open(marker + ".tmp", "w", encoding="utf-8") as handle:
-        json.dump(expected, handle)
-    os.replace(marker + ".tmp", marker)
+    atomic_write_json(marker, expected)
     log(f"Generated {len(paths)} synthetic clips in {folder} ({time.perf_counter() - started:.1f} s).")
     return folder
 
@@ -95,18 +90,13 @@ class _RunProgress(keras.callbacks.ProgbarLogger):
 
 def baseline_scores(splits: dict, config: RunConfig, run: RunDirectory, log: Callable) -> Optional[np.ndarray]:
     """The log-mel logistic regression's test scores on the run's split, or None without a test split."""
-    from pump_keras.evaluation.baselines import run_baselines
-
     if not splits.get("test"):
         return None
     started = time.perf_counter()
-    scores = run_baselines(splits, config.features, eval_split="test", cache_dir=run.file("cache"),
+    scores = run_baselines(splits, config.features, eval_split="test", cache_dir=run.file(RunDirectory.CACHE),
                            log=log if config.train.verbose else None)
     log(f"Baseline (log-mel logistic regression) fitted in {time.perf_counter() - started:.1f} s.")
     return scores["logistic_regression"]
-
-
-LAST_PENDING = "last.pending.keras"
 
 
 def improves(row: dict, best: Optional[float], metric: str) -> bool:
@@ -137,20 +127,20 @@ def restore_checkpoint(model: keras.Model, run: RunDirectory, iterations: int) -
     checkpoint written just before an interruption is used (and put in
     place) if the state had recorded its epoch, and dropped otherwise.
     """
-    for name in (LAST_PENDING, RunDirectory.LAST):
+    for name in (RunDirectory.LAST_PENDING, RunDirectory.LAST):
         if not run.exists(name):
             continue
         try:
             model.load_weights(run.file(name))
         except Exception as error:  # a truncated or foreign file: say which, not the zip library's words
-            if name == LAST_PENDING:  # an interrupted commit's file; the committed one follows
+            if name == RunDirectory.LAST_PENDING:  # an interrupted commit's file; the committed one follows
                 continue
             raise TrainingError(f"{run.file(name)} cannot be read ({type(error).__name__}: {error}); the "
                                 "checkpoint is damaged. Restore it, or remove "
                                 f"{run.file(RunDirectory.STATE)} to start the run over.") from error
         if int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == iterations:
-            if name == LAST_PENDING:
-                os.replace(run.file(LAST_PENDING), run.file(RunDirectory.LAST))
+            if name == RunDirectory.LAST_PENDING:
+                os.replace(run.file(RunDirectory.LAST_PENDING), run.file(RunDirectory.LAST))
             return
     raise TrainingError(f"{run.path}: no checkpoint matches the saved state ({iterations} steps); "
                         f"the run cannot be resumed. Remove {run.file(RunDirectory.STATE)} to start over.")
@@ -218,18 +208,7 @@ def _train_under(strategy: tf.distribute.Strategy, config: RunConfig, log: Calla
     multiworker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     run = RunDirectory(setup.worker_run_dir(config.run_dir, strategy))
     resuming = run.check(config)
-    data_config = config.data
-    if data_config.data_dir is None and data_config.split_file is None:
-        data_config = replace(data_config, data_dir=synthetic_data_dir(config, run, log))
-    # A new run's data and initial weights are checked before anything is
-    # recorded, so a corrected command is not refused as "another config".
-    splits = prepare_splits(data_config, config.features, run.path if resuming else None)
-    check_manifest_paths(splits, data_config.data_dir, run.file(MANIFEST_NAME) if resuming else data_config.split_file)
-    if resuming:  # a new run's files were checked as they were split
-        check_audio_headers([r for records in splits.values() for r in records], config.features.sample_rate)
-    log(describe_splits(splits))
-    check_splits(splits, data_config.batch_size)
-
+    data_config, splits = _checked_splits(config, run, resuming, log)
     steps_per_epoch = math.ceil(len(splits["train"]) / data_config.batch_size)
     with strategy.scope():
         model = setup.build_model(config)
@@ -237,30 +216,82 @@ def _train_under(strategy: tf.distribute.Strategy, config: RunConfig, log: Calla
     state = run.read_state() if resuming else None
     if multiworker:
         agree_on_resume_epoch(strategy, config, state["epochs_completed"] if state else 0)
+    state = _initial_state(model, state, config, data_config, splits, run, steps_per_epoch, log)
+    if not resuming:
+        os.makedirs(run.path, exist_ok=True)
+        run.write_config(config)  # then the manifest: a resume rewrites a missing one identically
+        write_manifest(run.file(RunDirectory.MANIFEST), splits)
+    resumed_from = state["epochs_completed"]
+
+    cache_dir = run.file(RunDirectory.CACHE)
+    evaluation = {name: recipe.evaluation_batches(make_dataset(
+        splits[name], config.features, data_config, training=False, cache_dir=cache_dir, name=name))
+        for name in ("val", "test") if splits.get(name)}
+    _run_epochs(model, strategy, config, data_config, splits, evaluation, state, run)
+
+    if config.train.checkpoint_metric == "last":
+        copy_checkpoint(run, RunDirectory.LAST, RunDirectory.BEST)
+    model.load_weights(run.file(RunDirectory.BEST))
+    if config.train.verbose:
+        log(f"Evaluating {RunDirectory.BEST} (epoch {state['best_epoch']}) on "
+            + " and ".join(f"{len(splits[name])} {name}" for name in evaluation) + " clips...")
+    predict = functools.partial(custom_loop.predict_logits, strategy=strategy) if multiworker else predict_scores
+    result = evaluate_model(model, evaluation, splits, predict,
+                            baseline_test_scores=baseline_scores(splits, config, run, log),
+                            eval_config=config.evaluation)
+    result["best_epoch"] = state["best_epoch"]
+    result["checkpoint_metric"] = config.train.checkpoint_metric
+    run.write_json(RunDirectory.THRESHOLD, threshold_record(result["threshold_logit"], config.evaluation))
+    run.write_json(RunDirectory.METRICS, result)
+    files = {name: run.file(name) for name in (
+        RunDirectory.CONFIG, RunDirectory.MANIFEST, RunDirectory.BEST, RunDirectory.LAST, RunDirectory.HISTORY,
+        RunDirectory.LOGS, RunDirectory.METRICS, RunDirectory.THRESHOLD)}
+    return TrainResult(run.path, state["epochs_completed"] - resumed_from, resumed_from, result, files)
+
+
+def _checked_splits(config: RunConfig, run: RunDirectory, resuming: bool, log: Callable[[str], None]):
+    """The run's data config (its own synthetic recordings when it names no data) and its checked splits.
+
+    A new run's data is checked before anything is recorded, so a corrected
+    command is not refused as "another config".
+    """
+    data_config = config.data
+    if data_config.data_dir is None and data_config.split_file is None:
+        data_config = replace(data_config, data_dir=synthetic_data_dir(config, run, log))
+    splits = prepare_splits(data_config, config.features, run.path if resuming else None)
+    manifest = run.file(RunDirectory.MANIFEST) if resuming else data_config.split_file
+    check_manifest_paths(splits, data_config.data_dir, manifest)
+    if resuming:  # a new run's files were checked as they were split
+        check_audio_headers([r for records in splits.values() for r in records], config.features.sample_rate)
+    log(describe_splits(splits))
+    check_splits(splits, data_config.batch_size)
+    return data_config, splits
+
+
+def _initial_state(model: keras.Model, state: Optional[dict], config: RunConfig, data_config, splits: dict,
+                   run: RunDirectory, steps_per_epoch: int, log: Callable[[str], None]) -> dict:
+    """Restores a resumed run's checkpoint into `model`, or initialises a new one; returns the state."""
     if state is not None:
         state.setdefault("best_value", state.pop("best_val_loss", None))  # runs written before checkpoint_metric
         restore_checkpoint(model, run, state["epochs_completed"] * steps_per_epoch)
         if config.train.checkpoint_metric != "last":
             complete_best_checkpoint(run, state)
         log(f"Resuming {run.path} after epoch {state['epochs_completed']} of {config.train.epochs}.")
-    else:
-        state = {"epochs_completed": 0, "history": [], "best_value": None, "best_epoch": None}
-        described = setup.initialize_from(model, config.train.init_from, splits)
-        if described:
-            log(f"Initialised from {described}.")
-        elif setup.fit_input_statistics(model, (images for images, _ in make_dataset(
-                splits["train"], config.features, replace(data_config, cache=False), training=False))):
-            log("Input standardisation fitted on the training split.")
-    if not resuming:
-        os.makedirs(run.path, exist_ok=True)
-        run.write_config(config)  # then the manifest: a resume rewrites a missing one identically
-        write_manifest(run.file(MANIFEST_NAME), splits)
-    resumed_from = state["epochs_completed"]
+        return state
+    described = setup.initialize_from(model, config.train.init_from, splits)
+    if described:
+        log(f"Initialised from {described}.")
+    elif setup.fit_input_statistics(model, (images for images, _ in make_dataset(
+            splits["train"], config.features, replace(data_config, cache=False), training=False))):
+        log("Input standardisation fitted on the training split.")
+    return {"epochs_completed": 0, "history": [], "best_value": None, "best_epoch": None}
 
-    cache_dir = run.file("cache")
-    evaluation = {name: recipe.evaluation_batches(make_dataset(
-        splits[name], config.features, data_config, training=False, cache_dir=cache_dir, name=name))
-        for name in ("val", "test") if splits.get(name)}
+
+def _run_epochs(model: keras.Model, strategy: tf.distribute.Strategy, config: RunConfig, data_config,
+                splits: dict, evaluation: dict, state: dict, run: RunDirectory) -> None:
+    """Trains the remaining epochs, committing checkpoint and state after each (`state` is updated)."""
+    multiworker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    cache_dir = run.file(RunDirectory.CACHE)
     weights = recipe.class_weights([r.label for r in splits["train"]], config.train.class_balance)
     callbacks = [_LearningRateLogger(), keras.callbacks.TensorBoard(run.file(RunDirectory.LOGS))]
     if config.train.verbose:
@@ -289,27 +320,9 @@ def _train_under(strategy: tf.distribute.Strategy, config: RunConfig, log: Calla
         # Commit order: the new checkpoint beside the old, the state, then the
         # swap, then best.keras (never ahead of the state); `restore_checkpoint`
         # and `complete_best_checkpoint` finish or discard a half-done commit.
-        run.save_model(model, LAST_PENDING)
+        run.save_model(model, RunDirectory.LAST_PENDING)
         run.write_history(state["history"])
         run.write_json(RunDirectory.STATE, state)
-        os.replace(run.file(LAST_PENDING), run.file(RunDirectory.LAST))
+        os.replace(run.file(RunDirectory.LAST_PENDING), run.file(RunDirectory.LAST))
         if config.train.checkpoint_metric != "last":  # "last" copies last.keras once, below
             complete_best_checkpoint(run, state)
-
-    if config.train.checkpoint_metric == "last":
-        copy_checkpoint(run, RunDirectory.LAST, RunDirectory.BEST)
-    model.load_weights(run.file(RunDirectory.BEST))
-    if config.train.verbose:
-        log(f"Evaluating {RunDirectory.BEST} (epoch {state['best_epoch']}) on "
-            + " and ".join(f"{len(splits[name])} {name}" for name in evaluation) + " clips...")
-    predict = functools.partial(custom_loop.predict_logits, strategy=strategy) if multiworker else predict_scores
-    result = evaluate_model(model, evaluation, splits, predict,
-                            baseline_test_scores=baseline_scores(splits, config, run, log),
-                            eval_config=config.evaluation)
-    result["best_epoch"] = state["best_epoch"]
-    result["checkpoint_metric"] = config.train.checkpoint_metric
-    run.write_json(RunDirectory.METRICS, result)
-    files = {name: run.file(name) for name in (
-        "config.json", MANIFEST_NAME, RunDirectory.BEST, RunDirectory.LAST, RunDirectory.HISTORY,
-        RunDirectory.LOGS, RunDirectory.METRICS)}
-    return TrainResult(run.path, state["epochs_completed"] - resumed_from, resumed_from, result, files)

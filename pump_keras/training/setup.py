@@ -10,16 +10,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pump_keras.config import MIXED_PRECISION, ModelConfig, RunConfig, TrainConfig
-from pump_keras.training.cpu_allocator import select_cpu_allocator
+from pump_keras.config import MIXED_PRECISION, PAPER_MODEL, ModelConfig, RunConfig, TrainConfig
+from pump_keras.data.split import leaked_examples, read_manifest
+from pump_keras.errors import InitError
 from pump_keras.layers.standardization import row_standardization, with_row_standardization
 from pump_keras.models import build, registry
+from pump_keras.models.efficientnet_v2 import load_keras_application_weights
+from pump_keras.run_dir import RunDirectory
+from pump_keras.training.cpu_allocator import select_cpu_allocator
 from pump_keras.training.recipe import derived_seed
-from pump_keras.errors import InitError
-
-MODEL_FIELDS = ("attention", "attention_placement", "reduction", "width_multiplier",
-                "depth_multiplier", "dropout_rate", "drop_connect_rate")
-
 
 
 def configure_runtime(config: TrainConfig) -> None:
@@ -91,21 +90,17 @@ def worker_run_dir(run_dir: str, strategy: tf.distribute.Strategy) -> str:
 
 
 def model_options(model: ModelConfig, input_shape) -> dict:
-    """Builder keyword arguments: the typed fields the builder accepts, then `options`."""
+    """Builder keyword arguments: the chosen model's own options (`ModelConfig`) and the input shape."""
     if model.name not in registry.available_models():
         raise ValueError(f"Unknown model {model.name!r}; available: {', '.join(registry.available_models())}.")
     accepted = inspect.signature(registry.builder(model.name)).parameters
-    defaults = ModelConfig()
-    options = {"input_shape": tuple(input_shape)}
-    for name in MODEL_FIELDS:
-        value = getattr(model, name)
-        if name in accepted:
-            options[name] = value
-        elif value != getattr(defaults, name):
-            raise ValueError(f"Model {model.name!r} has no option {name!r} (set to {value!r}); "
-                             f"its options: {', '.join(p for p in accepted if p != 'input_shape')}.")
-    options.update(model.options)
-    return options
+    options = model.builder_options()
+    unknown = sorted(set(options) - set(accepted) | ({"input_shape"} & set(options)))
+    if unknown:
+        section = f"model.{model.name}" if model.name == PAPER_MODEL else f"model.options.{model.name}"
+        raise ValueError(f"Model {model.name!r} has no option {unknown[0]!r} ({section}.{unknown[0]}); "
+                         f"its options: {', '.join(p for p in accepted if p != 'input_shape')}.")
+    return {"input_shape": tuple(input_shape), **options}
 
 
 def build_model(config: RunConfig) -> keras.Model:
@@ -139,7 +134,7 @@ def reseed(model: keras.Model, seed: int, epoch: int) -> None:
 def source_model_path(source: str) -> str:
     """The `.keras` file an `init_from` names: the file itself, or a run's best (else last) model."""
     if os.path.isdir(source):
-        for name in ("best.keras", "last.keras"):
+        for name in (RunDirectory.BEST, RunDirectory.LAST):
             candidate = os.path.join(source, name)
             if os.path.exists(candidate):
                 return candidate
@@ -151,10 +146,9 @@ def source_model_path(source: str) -> str:
 
 def source_manifest_path(source: str) -> Optional[str]:
     """The split manifest of the run an `init_from` comes from (its folder's `split.csv`), if there is one."""
-    from pump_keras.data.prepare import MANIFEST_NAME
 
     folder = source if os.path.isdir(source) else os.path.dirname(os.path.abspath(source))
-    manifest = os.path.join(folder, MANIFEST_NAME)
+    manifest = os.path.join(folder, RunDirectory.MANIFEST)
     return manifest if os.path.isfile(manifest) else None
 
 
@@ -169,8 +163,6 @@ def check_no_split_leak(source: str, splits: Mapping[str, Sequence]) -> None:
     same. Sources without a manifest beside them (a bare `.keras` file,
     Keras weights) are not checked.
     """
-    from pump_keras.data.split import leaked_examples, read_manifest
-
     manifest = source_manifest_path(source)
     if manifest is None:
         return
@@ -209,8 +201,6 @@ def initialize_from(model: keras.Model, source: Optional[str],
     if splits is not None:
         check_no_split_leak(source, splits)
     if not path.endswith(".keras"):
-        from pump_keras.models.efficientnet_v2 import load_keras_application_weights
-
         try:
             counts = load_keras_application_weights(model, path)
         except (ValueError, OSError) as error:
