@@ -23,9 +23,10 @@ import argparse
 import sys
 
 from pump_keras.cli.common import command
-from pump_keras.config import replace
+from pump_keras.config import THRESHOLD_CRITERIA, replace
+from pump_keras.data.split import SPLITS
 from pump_keras.evaluation.metrics import HEADLINE_METRICS
-from pump_keras.evaluation.report import evaluate_run
+from pump_keras.evaluation.report import ALL_CLIPS, evaluate_run
 from pump_keras.run_dir import load_run_config
 
 
@@ -36,13 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run-dir", required=True, help="a run directory written by pump_keras.train")
     parser.add_argument("--data-dir", help="evaluate on this folder instead (split with the run's seed and ratios, "
                                            "or every clip with --split all)")
-    parser.add_argument("--split", default="test", choices=["train", "val", "test", "all"],
+    parser.add_argument("--split", default="test", choices=[*SPLITS, ALL_CLIPS],
                         help="the split to score; 'all': every clip of --data-dir, no re-split")
     parser.add_argument("--snr-db", type=float, nargs="+", metavar="DB",
                         help="score only clips at these SNRs (default: every SNR there is)")
     parser.add_argument("--folder-snr-db", type=float, metavar="DB",
                         help="the SNR of --data-dir folders that name none (an unpacked MIMII archive)")
-    parser.add_argument("--criterion", choices=["balanced_accuracy", "fpr"], help="threshold criterion on val")
+    parser.add_argument("--criterion", choices=THRESHOLD_CRITERIA, help="threshold criterion on val")
     parser.add_argument("--target-fpr", type=float, help="false-alarm rate for --criterion fpr")
     parser.add_argument("--bootstrap", type=int, help="bootstrap resamples for the intervals (0: none)")
     parser.add_argument("--no-plots", action="store_true")
