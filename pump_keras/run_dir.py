@@ -10,7 +10,7 @@ from typing import List, Optional
 
 from pump_keras.config import PAPER_MODEL, RunConfig, config_from_json, config_to_json, to_dict
 from pump_keras.errors import RunDirError
-from pump_keras.files import atomic_save, atomic_write_bytes
+from pump_keras.files import atomic_save, atomic_write_bytes, atomic_write_json
 
 # Settings that change how a run is shown, evaluated or exported, or how fast it runs, not what it trains.
 NON_RESULT_KEYS = {("preset",), ("run_dir",), ("train", "verbose"), ("train", "cpu_allocator"),
@@ -177,7 +177,7 @@ class RunDirectory:
 
     def write_json(self, name: str, values: dict) -> None:
         """Writes `values` as JSON to `name`, atomically."""
-        atomic_write_bytes(self.file(name), (json.dumps(values, indent=2, sort_keys=True) + "\n").encode())
+        atomic_write_json(self.file(name), values, sort_keys=True)
 
     def write_history(self, history: List[dict]) -> None:
         """Writes the per-epoch rows to `history.csv`, atomically."""
