@@ -5,14 +5,15 @@ from pump_keras.config.loading import (
 from pump_keras.config.presets import PRESETS, paper_preset, paper_pretrain_preset, preset, quick_preset
 from pump_keras.config.schema import (
     CHECKPOINT_METRICS, CLASS_BALANCE, CPU_ALLOCATORS, DEFAULT_DB_RANGES, DEFAULT_MAX_FPR, FEATURE_KINDS,
-    LEGACY_MODEL_FIELDS, MIXED_PRECISION, NORMALIZATIONS, OPTIMIZERS, PAPER_MODEL, STRATEGIES, THRESHOLD_CRITERIA,
+    LEGACY_MODEL_FIELDS, MIXED_PRECISION, NORMALIZATIONS, OPTIMIZERS, PAPER_MODEL, PROTOCOLS, STRATEGIES,
+    THRESHOLD_CRITERIA,
     DataConfig, EfficientNetV2Options, EvalConfig, ExportConfig, FeatureConfig, ModelConfig, RunConfig, SyntheticConfig,
     TrainConfig, replace, to_dict)
 from pump_keras.errors import ConfigError
 
 __all__ = [
     "CHECKPOINT_METRICS", "CLASS_BALANCE", "CPU_ALLOCATORS", "DEFAULT_DB_RANGES", "DEFAULT_MAX_FPR", "FEATURE_KINDS",
-    "LEGACY_MODEL_FIELDS", "MIXED_PRECISION", "NORMALIZATIONS", "OPTIMIZERS", "PAPER_MODEL", "STRATEGIES",
+    "LEGACY_MODEL_FIELDS", "MIXED_PRECISION", "NORMALIZATIONS", "OPTIMIZERS", "PAPER_MODEL", "PROTOCOLS", "STRATEGIES",
     "THRESHOLD_CRITERIA",
     "DataConfig", "EfficientNetV2Options", "EvalConfig", "ExportConfig", "FeatureConfig", "ModelConfig", "RunConfig",
     "SyntheticConfig", "TrainConfig", "replace", "to_dict",

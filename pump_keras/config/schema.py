@@ -12,6 +12,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 
 FEATURE_KINDS = ("spectrogram", "mel", "log_frequency", "linear_frequency")
 NORMALIZATIONS = ("fixed_db", "clip")
+PROTOCOLS = ("supervised", "normal_only")
 
 # Fixed dB windows mapped onto [0, 1] by the image step, per feature kind.
 # The absolute kinds (`spectrogram`, `mel`) are referenced to full scale
@@ -157,6 +158,10 @@ class DataConfig:
         split_ratios: train/val/test fractions, grouped by clip key; each
             recording's split is a hash of (split_seed, clip key) cut at them.
         split_seed: seed of the split, part of every recording's hash.
+        protocol: `"supervised"` (both classes in every split, the paper's
+            setting) or `"normal_only"` (the DCASE protocol: train and val
+            hold normal clips only; a DCASE tree's own train/test partition
+            is kept, and on MIMII every abnormal clip is a test clip).
         split_file: a split manifest (`split.csv`, as a run writes it) to use
             as it is instead of splitting `data_dir`: a fixed split shared by
             several runs, or one made by hand.
@@ -177,6 +182,7 @@ class DataConfig:
     machine_ids: Optional[Tuple[str, ...]] = None
     split_ratios: Tuple[float, float, float] = (0.7, 0.2, 0.1)
     split_seed: int = 0
+    protocol: str = "supervised"
     split_file: Optional[str] = None
     batch_size: int = 32
     shuffle_seed: int = 0
@@ -192,6 +198,8 @@ class DataConfig:
                 f"split_ratios must be three non-negative fractions summing to 1, got {self.split_ratios}."
             )
         self.split_ratios = ratios
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}.")
         if self.batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {self.batch_size}.")
         if self.prefetch_batches <= 0:

@@ -12,7 +12,15 @@ These layouts are recognised, matched on each file's absolute path parts:
   the machine is ``<any>`` and the id 00 unless ``<machine>/id_XX/`` folders
   name them (this is the layout above, SNR included).
 * DCASE 2020 Task 2: ``{normal,anomaly}_id_XX_NNNNNNNN.wav``, flat or under
-  ``train/`` and ``test/`` folders.
+  ``<machine>/train/`` and ``<machine>/test/`` folders (``dev_data/pump/...``).
+* DCASE 2021-2023 Task 2:
+  ``<machine>/{train,test,source_test,target_test}/section_XX_{source,target}_{train,test}_{normal,anomaly}_NNNN[_ATTRIBUTES].wav``:
+  the section takes the place of the machine id, and the domain, the
+  official train/test partition and the attributes come from the name.
+* Evaluation sets without labels: ``id_XX_NNNNNNNN.wav`` (2020) and
+  ``section_XX_NNNN.wav`` (2021 on) under a ``test/`` folder; their clips are
+  `UNLABELLED`, and only `index_dataset(..., allow_unlabelled=True)` takes
+  them (scoring for the DCASE result files; training and evaluation need labels).
 
 Every clip gets a `clip_key` naming the recording independently of its SNR
 folder, so that the splitter can keep the same recording (mixed at 6, 0 and
@@ -33,28 +41,37 @@ from pump_keras.data.resample import resample_command
 from pump_keras.errors import DatasetError
 from pump_keras.files import wav_files_under
 
-KNOWN_MACHINES = ("pump", "fan", "valve", "slider", "ToyCar", "ToyConveyor")
+KNOWN_MACHINES = ("pump", "fan", "valve", "slider", "ToyCar", "ToyConveyor", "ToyTrain", "gearbox", "bearing",
+                  "bandsaw", "grinder", "shaker", "ToyDrone", "ToyNscale", "ToyTank", "Vacuum")
 LABEL_NAMES = {0: "normal", 1: "abnormal"}
+UNLABELLED = -1  # the label of an evaluation-set clip whose class is not published
 
 MIMII_LAYOUT = "<snr>_dB_<machine>/<machine>/id_XX/{normal,abnormal}/NAME.wav"
 MIMII_ARCHIVE_LAYOUT = "[<snr folder>/]<machine>/id_XX/{normal,abnormal}/NAME.wav"
 PLAIN_LAYOUT = "<any>/{normal,abnormal}/NAME.wav"
 DCASE_LAYOUT = "[<machine>/{train,test}/]{normal,anomaly}_id_XX_NNNNNNNN.wav"
+DCASE2021_LAYOUT = ("<machine>/{train,test,source_test,target_test}/"
+                    "section_XX_{source,target}_{train,test}_{normal,anomaly}_NNNN[_ATTRIBUTES].wav")
 LAYOUTS_TEXT = (
     f"  MIMII: {MIMII_LAYOUT} (e.g. -6_dB_pump/pump/id_00/normal/00000000.wav);\n"
     f"  a MIMII archive unpacked without its SNR folder: {MIMII_ARCHIVE_LAYOUT}, the SNR from a folder "
     "above named like -6_dB_pump, min6dB, 6dB or 0_dB, or from data.folder_snr_db;\n"
     f"  your own recordings: {PLAIN_LAYOUT} (machine and id folders optional);\n"
-    f"  DCASE 2020 Task 2: {DCASE_LAYOUT} (e.g. pump/train/normal_id_00_00000000.wav)."
+    f"  DCASE 2020 Task 2: {DCASE_LAYOUT} (e.g. pump/train/normal_id_00_00000000.wav);\n"
+    f"  DCASE 2021-2023 Task 2: {DCASE2021_LAYOUT}\n"
+    "    (e.g. pump/train/section_00_source_train_normal_0000_serial_no_000_water.wav)."
 )
 DEFAULT_MACHINE_ID = "00"
 
 _SNR_DIR = re.compile(r"^(min|[+-])?(\d+(?:\.\d+)?)_?dB(?:_(.+))?$", re.IGNORECASE)
 _ID_DIR = re.compile(r"^id_(\d+)$")
-_DCASE_NAME = re.compile(r"^(normal|anomaly)_id_(\d+)_(\d+)\.wav$", re.IGNORECASE)
+_DCASE_NAME = re.compile(r"^(?:(normal|anomaly)_)?id_(\d+)_(\d+)\.wav$", re.IGNORECASE)
+_DCASE2021_NAME = re.compile(
+    r"^section_(\d+)_(?:(source|target)_(train|test)_(normal|anomaly)_)?(\d+)(?:_(.+?))?\.wav$", re.IGNORECASE)
 _MIMII_CLASSES = {"normal": 0, "abnormal": 1}
 _DCASE_CLASSES = {"normal": 0, "anomaly": 1}
-_DCASE_SUBSETS = ("train", "test")
+# The folders of the official partition, and the subset each one is.
+_DCASE_SUBSETS = {"train": "train", "test": "test", "source_test": "test", "target_test": "test"}
 _MAX_EXAMPLES = 3
 
 
@@ -65,11 +82,19 @@ class ClipRecord:
 
     Attributes:
         path: absolute path of the WAV file.
-        label: 0 for normal, 1 for abnormal (MIMII) / anomaly (DCASE).
+        label: 0 for normal, 1 for abnormal (MIMII) / anomaly (DCASE),
+            `UNLABELLED` for an evaluation-set clip.
         machine: machine type, e.g. "pump".
-        machine_id: zero-padded machine id, e.g. "00".
+        machine_id: zero-padded machine id, e.g. "00" (the section number in
+            DCASE 2021-2023, see `id_kind`).
         snr_db: the MIMII SNR folder in dB, `None` for DCASE files.
         clip_key: the recording independent of its SNR folder.
+        subset: the dataset's own partition, "train" or "test" (DCASE), or
+            `None` where the layout has none (MIMII, plain folders).
+        domain: "source" or "target" (DCASE 2021-2023), else `None`.
+        attributes: the operating attributes in a DCASE 2021-2023 file name
+            (e.g. "serial_no_000_water"), else "".
+        id_kind: "id" (machine ids) or "section" (DCASE 2021-2023 sections).
     """
 
     path: str
@@ -78,6 +103,10 @@ class ClipRecord:
     machine_id: str
     snr_db: Optional[float]
     clip_key: str
+    subset: Optional[str] = None
+    domain: Optional[str] = None
+    attributes: str = ""
+    id_kind: str = "id"
 
 
 def index_dataset(
@@ -85,6 +114,7 @@ def index_dataset(
     snr_db: Optional[Iterable[float]] = None,
     machine_ids: Optional[Iterable[str]] = None,
     folder_snr_db: Optional[float] = None,
+    allow_unlabelled: bool = False,
 ) -> List[ClipRecord]:
     """All recordings under `root`, sorted by path.
 
@@ -95,13 +125,17 @@ def index_dataset(
         folder_snr_db: the SNR of `normal`/`abnormal` folders with no folder
             above them naming one (an unpacked MIMII archive); `None` leaves
             it unknown.
+        allow_unlabelled: take evaluation-set clips whose class is not
+            published (label `UNLABELLED`); by default they are an error,
+            since training and evaluation need labels.
 
     Raises:
         DatasetError: `root` is missing or not a directory, holds no `.wav`
             files, holds `.wav` names that are not regular files (a named
             pipe, a device), holds `.wav` files in no layout, mixes DCASE
             file names with `normal`/`abnormal` folders, holds one recording
-            twice, or a filter matches nothing.
+            twice, holds unlabelled clips without `allow_unlabelled`, or a
+            filter matches nothing.
     """
     root_path = _check_root(root)
     paths = wav_files_under(root_path)
@@ -112,6 +146,8 @@ def index_dataset(
     if unknown:
         raise DatasetError(_unknown_files_message(root_path, unknown))
     _check_single_layout(root_path, records)
+    if not allow_unlabelled:
+        _check_labelled(root_path, records)
     _check_no_duplicates(root_path, records)
     records = _filter_snr(root_path, records, snr_db)
     records = _filter_machine_ids(root_path, records, machine_ids)
@@ -125,7 +161,8 @@ def parse_clip_path(path, folder_snr_db: Optional[float] = None) -> Optional[Cli
     """
     path = os.path.abspath(os.fspath(path))
     parts = Path(path).parts
-    return _parse_class_folder(path, parts, folder_snr_db) or _parse_dcase(path, parts)
+    return (_parse_class_folder(path, parts, folder_snr_db) or _parse_dcase(path, parts)
+            or _parse_dcase2021(path, parts))
 
 
 def check_audio_headers(records: Sequence[ClipRecord], sample_rate: Optional[int] = None,
@@ -173,8 +210,8 @@ def check_audio_headers(records: Sequence[ClipRecord], sample_rate: Optional[int
 
 
 def machine_group(record: ClipRecord) -> str:
-    """The machine a clip was recorded on, as "pump/id_00": ids repeat across machine types."""
-    return f"{record.machine}/id_{record.machine_id}"
+    """The machine a clip was recorded on, as "pump/id_00" ("pump/section_00" in DCASE 2021-2023)."""
+    return f"{record.machine}/{record.id_kind}_{record.machine_id}"
 
 
 def summarize(records: Iterable[ClipRecord]) -> Dict[Tuple[Optional[float], str, str, int], int]:
@@ -184,27 +221,32 @@ def summarize(records: Iterable[ClipRecord]) -> Dict[Tuple[Optional[float], str,
 
 
 def format_summary(records: Iterable[ClipRecord]) -> str:
-    """A printable table: one row per (SNR, machine, machine id), normal/abnormal counts."""
-    rows: Dict[Tuple[Optional[float], str, str], List[int]] = {}
+    """A printable table: one row per (SNR, machine, machine id), normal/abnormal (and unlabelled) counts."""
+    columns = {0: "normal", 1: "abnormal", UNLABELLED: "unlabelled"}
+    rows: Dict[Tuple[Optional[float], str, str], Dict[int, int]] = {}
     for (snr, machine, machine_id, label), count in summarize(records).items():
-        rows.setdefault((snr, machine, machine_id), [0, 0])[label] += count
+        counts = rows.setdefault((snr, machine, machine_id), collections.Counter())
+        counts[label] += count
+    shown = [label for label in columns if label != UNLABELLED or any(c[UNLABELLED] for c in rows.values())]
     width = max([len("machine")] + [len(machine) for _, machine, _ in rows])
-    lines = [f"{'snr_db':>7}  {'machine':<{width}}  {'id':>3}  {'normal':>7}  {'abnormal':>8}"]
-    totals = [0, 0]
-    for (snr, machine, machine_id), (normal, abnormal) in rows.items():
+    header = "  ".join(f"{columns[label]:>8}" for label in shown)
+    lines = [f"{'snr_db':>7}  {'machine':<{width}}  {'id':>3}  {header}"]
+    totals = collections.Counter()
+    for (snr, machine, machine_id), counts in rows.items():
         snr_text = "-" if snr is None else f"{snr:g}"
-        lines.append(f"{snr_text:>7}  {machine:<{width}}  {machine_id:>3}  {normal:>7}  {abnormal:>8}")
-        totals[0] += normal
-        totals[1] += abnormal
-    lines.append(f"{'total':>7}  {'':<{width}}  {'':>3}  {totals[0]:>7}  {totals[1]:>8}")
+        lines.append(f"{snr_text:>7}  {machine:<{width}}  {machine_id:>3}  "
+                     + "  ".join(f"{counts[label]:>8}" for label in shown))
+        totals.update(counts)
+    lines.append(f"{'total':>7}  {'':<{width}}  {'':>3}  " + "  ".join(f"{totals[label]:>8}" for label in shown))
     return "\n".join(lines)
 
 
 def normalize_machine_id(value) -> str:
-    """A machine id as a zero-padded string: 0, "0" and "id_00" give "00"."""
+    """A machine id as a zero-padded string: 0, "0", "id_00" and "section_00" give "00"."""
     text = str(value).strip()
-    if text.startswith("id_"):
-        text = text[3:]
+    for prefix in ("id_", "section_"):
+        if text.startswith(prefix):
+            text = text[len(prefix):]
     if not text.isdigit():
         raise DatasetError(f"machine id must be a number such as '00', got {value!r}.")
     return f"{int(text):02d}"
@@ -275,21 +317,48 @@ def _parse_class_folder(path: str, parts: Tuple[str, ...], folder_snr_db: Option
 
 
 def _parse_dcase(path: str, parts: Tuple[str, ...]) -> Optional[ClipRecord]:
-    """The record of a DCASE-layout path, or `None`."""
+    """The record of a DCASE 2020 path, or `None`."""
     match = _DCASE_NAME.match(parts[-1])
     if match is None or len(parts) < 2:
         return None
-    class_name = match.group(1).lower()
+    class_name = (match.group(1) or "unlabelled").lower()
     machine_id = f"{int(match.group(2)):02d}"
-    subset = parts[-2] if parts[-2] in _DCASE_SUBSETS else "-"
-    machine = _dcase_machine(parts[:-1], subset != "-")
+    folder = parts[-2] if parts[-2] in _DCASE_SUBSETS else "-"
+    machine = _dcase_machine(parts[:-1], folder != "-")
     return ClipRecord(
         path=path,
-        label=_DCASE_CLASSES[class_name],
+        label=_DCASE_CLASSES.get(class_name, UNLABELLED),
         machine=machine,
         machine_id=machine_id,
         snr_db=None,
-        clip_key=f"{machine}/id_{machine_id}/{subset}/{class_name}/{match.group(3)}",
+        clip_key=f"{machine}/id_{machine_id}/{folder}/{class_name}/{match.group(3)}",
+        subset=_DCASE_SUBSETS.get(folder),
+    )
+
+
+def _parse_dcase2021(path: str, parts: Tuple[str, ...]) -> Optional[ClipRecord]:
+    """The record of a DCASE 2021-2023 path (section, domain and attributes in the name), or `None`."""
+    match = _DCASE2021_NAME.match(parts[-1])
+    if match is None or len(parts) < 2:
+        return None
+    section, domain, subset, class_name, number, attributes = match.groups()
+    folder = parts[-2] if parts[-2] in _DCASE_SUBSETS else "-"
+    subset = subset.lower() if subset else _DCASE_SUBSETS.get(folder)
+    class_name = (class_name or "unlabelled").lower()
+    machine = _dcase_machine(parts[:-1], folder != "-")
+    section = f"{int(section):02d}"
+    domain = domain.lower() if domain else None
+    return ClipRecord(
+        path=path,
+        label=_DCASE_CLASSES.get(class_name, UNLABELLED),
+        machine=machine,
+        machine_id=section,
+        snr_db=None,
+        clip_key=f"{machine}/section_{section}/{domain or '-'}_{subset or '-'}/{class_name}/{number}",
+        subset=subset,
+        domain=domain,
+        attributes=attributes or "",
+        id_kind="section",
     )
 
 
@@ -332,8 +401,23 @@ def _unknown_files_message(root: Path, unknown: Sequence[str]) -> str:
 
 def _is_dcase(record: ClipRecord) -> bool:
     """Whether a record came from a DCASE file name (its class is in the name, not a folder)."""
-    return _DCASE_NAME.match(os.path.basename(record.path)) is not None and \
+    name = os.path.basename(record.path)
+    return (_DCASE_NAME.match(name) is not None or _DCASE2021_NAME.match(name) is not None) and \
         os.path.basename(os.path.dirname(record.path)) not in _MIMII_CLASSES
+
+
+def _check_labelled(root: Path, records: Sequence[ClipRecord]) -> None:
+    """Raises if some clips carry no normal/anomaly label (a DCASE evaluation set)."""
+    unlabelled = [r.path for r in records if r.label == UNLABELLED]
+    if unlabelled:
+        examples = "\n".join(f"  {os.path.relpath(p, root)}" for p in unlabelled[:_MAX_EXAMPLES])
+        more = f"\n  ... and {len(unlabelled) - _MAX_EXAMPLES} more" if len(unlabelled) > _MAX_EXAMPLES else ""
+        raise DatasetError(
+            f"{root}: {len(unlabelled)} .wav file(s) carry no normal/anomaly label in their name "
+            f"(a DCASE evaluation set), e.g.:\n{examples}{more}\n"
+            "Training and evaluation need labelled clips: point --data-dir at a development set, "
+            "and score evaluation clips with `python -m pump_keras.predict`."
+        )
 
 
 def _check_single_layout(root: Path, records: Sequence[ClipRecord]) -> None:
@@ -457,6 +541,7 @@ __all__ = [
     "KNOWN_MACHINES",
     "LAYOUTS_TEXT",
     "LABEL_NAMES",
+    "UNLABELLED",
     "DatasetError",
     "ClipRecord",
     "index_dataset",

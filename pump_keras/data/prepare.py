@@ -10,7 +10,7 @@ import tensorflow as tf
 from pump_keras.config import DataConfig, FeatureConfig
 from pump_keras.data.index import ClipRecord, check_audio_headers, index_dataset
 from pump_keras.data.pipeline import make_dataset
-from pump_keras.data.split import SPLITS, read_manifest, split_records, write_manifest
+from pump_keras.data.split import SPLITS, read_manifest, split_normal_only, split_records, write_manifest
 from pump_keras.run_dir import RunDirectory
 
 
@@ -24,7 +24,8 @@ def prepare_splits(
     With a `run_dir` holding a manifest, the split is read back from it
     exactly; with `data_config.split_file`, that manifest is used as it is;
     otherwise the tree is indexed, every header is checked (one
-    sample rate, the one the features expect), the records are split, and
+    sample rate, the one the features expect), the records are split by
+    `data_config.protocol` (`split_records`, or `split_normal_only`), and
     the manifest is written to `run_dir/split.csv`.
     """
     manifest = os.path.join(run_dir, RunDirectory.MANIFEST) if run_dir else None
@@ -43,7 +44,10 @@ def prepare_splits(
         data_config.data_dir, snr_db=data_config.snr_db, machine_ids=data_config.machine_ids,
         folder_snr_db=data_config.folder_snr_db)
     check_audio_headers(records, sample_rate=feature_config.sample_rate, root=data_config.data_dir)
-    splits = split_records(records, ratios=data_config.split_ratios, seed=data_config.split_seed)
+    if data_config.protocol == "normal_only":
+        splits = split_normal_only(records, ratios=data_config.split_ratios, seed=data_config.split_seed)
+    else:
+        splits = split_records(records, ratios=data_config.split_ratios, seed=data_config.split_seed)
     if manifest:
         write_manifest(manifest, splits)
     return splits

@@ -32,6 +32,8 @@ from pump_keras.files import atomic_write_bytes
 
 SPLITS = ("train", "val", "test")
 MANIFEST_COLUMNS = ("split", "path", "label", "machine", "machine_id", "snr_db", "clip_key")
+# Written always, read where present (manifests written before they existed lack them).
+OPTIONAL_COLUMNS = ("subset", "domain", "attributes", "id_kind")
 
 _HASH_BYTES = 8
 
@@ -75,6 +77,63 @@ def split_records(
     if require_both_classes:
         check_both_classes(splits, ratios)
     return splits
+
+
+def split_normal_only(
+    records: Iterable[ClipRecord],
+    ratios: Sequence[float] = (0.7, 0.2, 0.1),
+    seed: int = 0,
+) -> Dict[str, List[ClipRecord]]:
+    """The normal-only (DCASE) protocol: train and val hold normal clips only.
+
+    Where the records carry the dataset's own partition (DCASE `train/` and
+    `test/`), it is used as given: the official test clips are the test
+    split, and the official training clips are cut into train and val at the
+    ratio of `ratios[0]` to `ratios[1]` (the DCASE 2020 baseline holds out
+    10 %). Otherwise (MIMII, plain folders) the normal recordings are split
+    at `ratios` by `split_records`, grouped by clip key as ever, and every
+    abnormal clip joins the test split.
+
+    Raises:
+        SplitError: only some records carry a partition, the official
+            training clips include anomalies, or a split comes out empty, or
+            the test split lacks a class.
+    """
+    records = list(records)
+    ratios = _check_ratios(ratios)
+    partitioned = [r for r in records if r.subset is not None]
+    if partitioned and len(partitioned) != len(records):
+        loose = next(r for r in records if r.subset is None)
+        raise SplitError(f"{loose.path} lies outside the dataset's train/ and test/ folders, which other "
+                         "clips use; the normal-only protocol needs one or the other for every clip.")
+    if partitioned:
+        pool = [r for r in records if r.subset == "train"]
+        anomalies = [r for r in pool if r.label != 0]
+        if anomalies:
+            raise SplitError(f"{anomalies[0].path} (and {len(anomalies) - 1} more) are anomalies in the "
+                             "official training partition; the normal-only protocol trains on normal clips only.")
+        train_share = ratios[0] + ratios[1]
+        splits = split_records(pool, (ratios[0] / train_share, ratios[1] / train_share, 0.0), seed,
+                               require_both_classes=False) if train_share else {name: [] for name in SPLITS}
+        splits["test"] = sorted((r for r in records if r.subset == "test"), key=lambda r: (r.path, r.clip_key))
+    else:
+        splits = split_records([r for r in records if r.label == 0], ratios, seed, require_both_classes=False)
+        splits["test"] = sorted(splits["test"] + [r for r in records if r.label != 0],
+                                key=lambda r: (r.path, r.clip_key))
+    _check_normal_only(splits)
+    return splits
+
+
+def _check_normal_only(splits: Mapping[str, Sequence[ClipRecord]]) -> None:
+    """Raises unless train and val are non-empty, and test holds both classes."""
+    for name in ("train", "val"):
+        if not splits[name]:
+            raise SplitError(f"the normal-only {name} split is empty: too few normal training "
+                             "recordings, or a zero ratio for it.")
+    labels = {r.label for r in splits["test"]}
+    if labels != {0, 1}:
+        missing = " and ".join(LABEL_NAMES[label] for label in (0, 1) if label not in labels)
+        raise SplitError(f"the normal-only test split has no {missing} clips; AUC needs both.")
 
 
 def key_position(seed: int, clip_key: str) -> float:
@@ -179,7 +238,7 @@ def write_manifest(path, splits: Mapping[str, Iterable[ClipRecord]]) -> None:
         raise SplitError(f"unknown split name(s) {unknown}; expected {list(SPLITS)}.")
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(MANIFEST_COLUMNS)
+    writer.writerow(MANIFEST_COLUMNS + OPTIONAL_COLUMNS)
     for name in SPLITS:
         for record in splits.get(name, []):
             writer.writerow(_manifest_row(name, record))
@@ -255,6 +314,10 @@ def _manifest_row(split: str, record: ClipRecord) -> List[str]:
         record.machine_id,
         snr,
         record.clip_key,
+        record.subset or "",
+        record.domain or "",
+        record.attributes,
+        record.id_kind,
     ]
 
 
@@ -274,7 +337,8 @@ def _parse_row(path: str, line: int, row: Dict[str, Optional[str]]) -> Tuple[str
     """The split name and record of one manifest row."""
     where = f"{path}, line {line}"
     if None in row or any(row.get(c) is None for c in MANIFEST_COLUMNS):
-        raise ManifestError(f"{where}: expected {len(MANIFEST_COLUMNS)} fields per row.")
+        columns = sum(1 for key in row if key is not None)
+        raise ManifestError(f"{where}: expected {columns} fields per row, as in the header.")
     split = row["split"]
     if split not in SPLITS:
         raise ManifestError(f"{where}: unknown split {split!r}; expected one of {', '.join(SPLITS)}.")
@@ -283,6 +347,11 @@ def _parse_row(path: str, line: int, row: Dict[str, Optional[str]]) -> Tuple[str
             raise ManifestError(f"{where}: empty {column}.")
     if row["label"] not in ("0", "1"):
         raise ManifestError(f"{where}: label must be 0 (normal) or 1 (abnormal), got {row['label']!r}.")
+    for column, allowed in (("subset", ("", "train", "test")), ("domain", ("", "source", "target")),
+                            ("id_kind", ("", "id", "section"))):
+        if row.get(column) not in (None, *allowed):
+            raise ManifestError(f"{where}: {column} must be one of {[a for a in allowed if a]} or empty, "
+                                f"got {row[column]!r}.")
     return split, ClipRecord(
         path=row["path"],
         label=int(row["label"]),
@@ -290,6 +359,10 @@ def _parse_row(path: str, line: int, row: Dict[str, Optional[str]]) -> Tuple[str
         machine_id=row["machine_id"],
         snr_db=_parse_snr(where, row["snr_db"]),
         clip_key=row["clip_key"],
+        subset=row.get("subset") or None,
+        domain=row.get("domain") or None,
+        attributes=row.get("attributes") or "",
+        id_kind=row.get("id_kind") or "id",
     )
 
 
@@ -309,9 +382,11 @@ def _parse_snr(where: str, text: str) -> Optional[float]:
 __all__ = [
     "SPLITS",
     "MANIFEST_COLUMNS",
+    "OPTIONAL_COLUMNS",
     "SplitError",
     "ManifestError",
     "split_records",
+    "split_normal_only",
     "leaked_examples",
     "key_position",
     "split_of_key",

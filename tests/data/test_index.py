@@ -10,7 +10,7 @@ import pytest
 
 from pump_keras.audio.wavfile import write_wav
 from pump_keras.data.index import (
-    ClipRecord, DatasetError, check_audio_headers, format_summary, index_dataset, machine_group, normalize_machine_id,
+    UNLABELLED, ClipRecord, DatasetError, check_audio_headers, format_summary, index_dataset, machine_group, normalize_machine_id,
     summarize)
 from pump_keras.errors import WavFormatError
 from tests.conftest import SHARED_DATA, fails_instead_of_hanging
@@ -149,6 +149,69 @@ def test_dcase_train_test_layout(tmp_path):
     assert len(keys) == 12
     assert "pump/id_00/train/normal/00000001" in keys
     assert "pump/id_00/test/normal/00000001" in keys
+
+
+def test_dcase_train_test_layout_keeps_the_official_partition(tmp_path):
+    machine_dir = tmp_path / "dev_data" / "pump"
+    make_dcase_flat(machine_dir / "train")
+    make_dcase_flat(machine_dir / "test")
+    records = index_dataset(tmp_path / "dev_data")
+    assert {(os.path.basename(os.path.dirname(r.path)), r.subset) for r in records} == {
+        ("train", "train"), ("test", "test")}
+    assert {r.id_kind for r in records} == {"id"} and {r.domain for r in records} == {None}
+    assert {r.subset for r in index_dataset(make_dcase_flat(tmp_path / "flat" / "pump"))} == {None}
+
+
+def make_dcase2021(root: Path) -> Path:
+    """A DCASE 2021-style pump tree: train, source_test and target_test of sections 00 and 01."""
+    for section in ("00", "01"):
+        for number in range(2):
+            tiny_wav(_mkdir(root / "pump" / "train")
+                     / f"section_{section}_source_train_normal_{number:04d}_serial_no_000_water.wav")
+        tiny_wav(root / "pump" / "train" / f"section_{section}_target_train_normal_0000_serial_no_003_oil.wav")
+        for domain in ("source", "target"):
+            for label in ("normal", "anomaly"):
+                tiny_wav(_mkdir(root / "pump" / f"{domain}_test")
+                         / f"section_{section}_{domain}_test_{label}_0000.wav")
+    return root
+
+
+def _mkdir(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def test_dcase2021_names_give_section_domain_subset_and_attributes(tmp_path):
+    records = index_dataset(make_dcase2021(tmp_path / "dcase2021"))
+    assert len(records) == 2 * (3 + 4)
+    first = records[0]
+    assert os.path.basename(first.path) == "section_00_source_test_anomaly_0000.wav"
+    assert (first.machine, first.machine_id, first.id_kind, first.domain, first.subset, first.label) == (
+        "pump", "00", "section", "source", "test", 1)
+    train = [r for r in records if r.subset == "train"]
+    assert len(train) == 6 and {r.label for r in train} == {0}
+    assert {r.attributes for r in train} == {"serial_no_000_water", "serial_no_003_oil"}
+    assert {r.domain for r in train} == {"source", "target"}
+    assert machine_group(first) == "pump/section_00"
+    assert len({r.clip_key for r in records}) == len(records)
+    assert {r.machine_id for r in index_dataset(tmp_path / "dcase2021", machine_ids=["section_01"])} == {"01"}
+
+
+def test_dcase2021_and_mimii_folders_are_not_mixed(tmp_path):
+    make_dcase2021(tmp_path / "d")
+    make_mimii(tmp_path / "m", snrs=("0",), ids=("00",), clips=1)
+    with pytest.raises(DatasetError, match="mixes"):
+        index_dataset(tmp_path)
+
+
+@pytest.mark.parametrize("name, machine_id", [("id_04_00000003.wav", "04"), ("section_03_0007.wav", "03")])
+def test_evaluation_sets_without_labels(tmp_path, name, machine_id):
+    tiny_wav(_mkdir(tmp_path / "eval_data" / "pump" / "test") / name)
+    with pytest.raises(DatasetError, match=r"(?s)1 \.wav file\(s\) carry no normal/anomaly label.*" + name):
+        index_dataset(tmp_path / "eval_data")
+    (record,) = index_dataset(tmp_path / "eval_data", allow_unlabelled=True)
+    assert (record.label, record.machine, record.machine_id, record.subset) == (UNLABELLED, "pump", machine_id, "test")
+    assert "unlabelled" in format_summary([record]).splitlines()[0]
 
 
 def test_missing_root(tmp_path):
@@ -394,6 +457,7 @@ def test_real_mimii_clips(shared_data):
 def test_real_dcase_clips(shared_data):
     records = index_dataset(shared_data / "dcase2020-pump")
     assert len(records) == 16
+    assert {(r.subset, r.domain, r.id_kind) for r in records} == {(None, None, "id")}
     assert sum(r.label for r in records) == 6
     assert {r.machine for r in records} == {"pump"}
     assert {r.machine_id for r in records} == {"00", "02", "04", "06"}

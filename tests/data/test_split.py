@@ -12,11 +12,11 @@ import pytest
 
 from pump_keras.data.index import ClipRecord, index_dataset
 from pump_keras.data.split import (
-    MANIFEST_COLUMNS, ManifestError, SplitError, key_position, read_manifest, split_of_key, split_records,
-    write_manifest)
+    MANIFEST_COLUMNS, OPTIONAL_COLUMNS, ManifestError, SplitError, key_position, read_manifest, split_normal_only,
+    split_of_key, split_records, write_manifest)
 from tests.conftest import SHARED_DATA
 
-HEADER = ",".join(MANIFEST_COLUMNS)
+HEADER = ",".join(MANIFEST_COLUMNS)  # a manifest written before the optional columns existed
 
 
 def mimii_records(n_per_stratum=100, ids=("00", "02"), snrs=(6.0, 0.0, -6.0), abnormal=None):
@@ -179,6 +179,51 @@ def test_inconsistent_clip_key():
         split_records(records + [clash])
 
 
+def test_normal_only_on_mimii_trains_on_normal_clips_and_tests_on_every_abnormal_one():
+    records = mimii_records(n_per_stratum=40, abnormal=10)
+    splits = split_normal_only(records, ratios=(0.6, 0.2, 0.2), seed=3)
+    assert {r.label for r in splits["train"] + splits["val"]} == {0}
+    abnormal = {r.path for r in records if r.label == 1}
+    assert abnormal <= {r.path for r in splits["test"]}
+    assert {r.label for r in splits["test"]} == {0, 1}
+    assert sorted(r.path for name in splits for r in splits[name]) == sorted(r.path for r in records)
+    owners = split_of(splits)  # every SNR of one recording in one split
+    assert all(owners[r.clip_key] == name for name in splits for r in splits[name])
+    normal_test = [r for r in splits["test"] if r.label == 0]
+    assert abs(len(normal_test) / sum(r.label == 0 for r in records) - 0.2) < 0.1
+
+
+def dcase_records(subset_of=lambda i: "train" if i < 8 else "test"):
+    """Fake DCASE records: 12 clips of one id, the first 8 official training clips (normal)."""
+    return [ClipRecord(path=f"/d/pump/x/{i:02d}.wav", label=int(i >= 10), machine="pump", machine_id="00",
+                       snr_db=None, clip_key=f"pump/id_00/{i}", subset=subset_of(i)) for i in range(12)]
+
+
+def test_normal_only_keeps_the_official_partition():
+    records = dcase_records()
+    splits = split_normal_only(records, ratios=(0.5, 0.5, 0.0), seed=0)
+    assert sorted(r.clip_key for r in splits["train"] + splits["val"]) == sorted(
+        r.clip_key for r in records if r.subset == "train")
+    assert splits["train"] and splits["val"]
+    assert [r.clip_key for r in splits["test"]] == [r.clip_key for r in records if r.subset == "test"]
+
+
+@pytest.mark.parametrize("records, pattern", [
+    (dcase_records(lambda i: "train" if i < 4 else None), "outside the dataset's train/ and test/ folders"),
+    (dcase_records(lambda i: "train" if i < 11 else "test"), "anomalies in the official training partition"),
+    (dcase_records(lambda i: "train" if i < 1 else "test"), "normal-only (train|val) split is empty"),
+])
+def test_normal_only_errors(records, pattern):
+    with pytest.raises(SplitError, match=pattern):
+        split_normal_only(records, ratios=(0.5, 0.5, 0.0))
+
+
+def test_normal_only_test_split_needs_both_classes():
+    records = [r for r in dcase_records() if r.label == 0]
+    with pytest.raises(SplitError, match="no abnormal clips; AUC needs both"):
+        split_normal_only(records, ratios=(0.5, 0.5, 0.0))
+
+
 def test_manifest_round_trip(tmp_path):
     records = mimii_records(n_per_stratum=10)
     records.append(ClipRecord(path="/data/dcase/pump/test/anomaly_id_00_00000001.wav", label=1,
@@ -189,9 +234,9 @@ def test_manifest_round_trip(tmp_path):
     write_manifest(path, splits)
     assert read_manifest(path) == splits
     lines = path.read_text().splitlines()
-    assert lines[0] == HEADER
+    assert lines[0] == ",".join(MANIFEST_COLUMNS + OPTIONAL_COLUMNS)
     assert lines[1].startswith("train,/data/") and ",00," in lines[1]
-    assert any(line.endswith(",,pump/id_00/test/anomaly/00000001") for line in lines)
+    assert any(line.endswith(",,pump/id_00/test/anomaly/00000001,,,,id") for line in lines)
     assert [p.name for p in path.parent.iterdir()] == ["manifest.csv"]
 
 
@@ -213,6 +258,20 @@ def test_manifest_relative_paths_written_absolute(tmp_path, monkeypatch):
     assert read.machine_id == "04" and read.snr_db == -6.0
 
 
+def test_manifest_keeps_dcase2021_fields(tmp_path):
+    record = ClipRecord(path="/d/pump/test/section_01_target_test_anomaly_0003_vel_6.wav", label=1,
+                        machine="pump", machine_id="01", snr_db=None, clip_key="pump/section_01/x/3",
+                        subset="test", domain="target", attributes="vel_6", id_kind="section")
+    write_manifest(tmp_path / "m.csv", {"test": [record]})
+    assert read_manifest(tmp_path / "m.csv")["test"] == [record]
+
+
+def test_manifest_without_the_optional_columns_reads_with_defaults(tmp_path):
+    path = write_text(tmp_path / "old.csv", HEADER, GOOD_ROW)
+    (record,) = read_manifest(path)["train"]
+    assert (record.subset, record.domain, record.attributes, record.id_kind) == (None, None, "", "id")
+
+
 def write_text(path: Path, *lines: str) -> Path:
     """Writes `lines` as a file and returns its path."""
     path.write_text("\n".join(lines) + "\n")
@@ -229,6 +288,7 @@ GOOD_ROW = "train,/d/a.wav,0,pump,00,0.0,pump/id_00/normal/a"
     ((HEADER, "val,/d/b.wav,2,pump,00,0.0,k"), r"line 2: label must be"),
     ((HEADER, "val,/d/b.wav,1,pump,00,loud,k"), r"line 2: snr_db must be a number"),
     ((HEADER, "val,/d/b.wav,1,pump,00"), r"line 2: expected 7 fields"),
+    ((HEADER + ",domain", GOOD_ROW + ",elsewhere"), r"line 2: domain must be one of \['source', 'target'\]"),
     ((HEADER, "val,,1,pump,00,,k"), r"line 2: empty path"),
     ((HEADER, GOOD_ROW, GOOD_ROW), r"line 3: /d/a.wav is already listed on line 2"),
     (("",), r"line 1: empty manifest"),
