@@ -79,7 +79,8 @@ class RunDirectory:
     `threshold.json` (the decision threshold, chosen on validation),
     `cache/` (decoded images and baseline features), `synthetic/` (the run's
     own synthetic recordings, with `synthetic.json` saying how they were
-    made), `report/` (the evaluation report). Every file is replaced
+    made), `report/` (the evaluation report, with the DCASE-format result
+    files in `report/dcase/`). Every file is replaced
     atomically. These names are defined here and nowhere else.
     """
 
@@ -97,6 +98,7 @@ class RunDirectory:
     SYNTHETIC = "synthetic"
     SYNTHETIC_MARKER = "synthetic.json"  # inside SYNTHETIC (and any folder of generated recordings)
     REPORT = "report"
+    DCASE_RESULTS = os.path.join("report", "dcase")  # anomaly_score_*.csv, decision_result_*.csv, result.csv
     EXPORT = "export.json"  # where `pump_keras.train` exported the run
 
     def __init__(self, path: str):

@@ -23,6 +23,7 @@ from pump_keras.data.prepare import prepare_splits
 from pump_keras.data.split import leaked_examples, read_manifest
 from pump_keras.errors import EvaluationError
 from pump_keras.evaluation import baselines, metrics, plots
+from pump_keras.evaluation.dcase_results import write_dcase_results
 from pump_keras.evaluation.scoring import choose_threshold, score_records, sigmoid, threshold_record
 from pump_keras.evaluation.verdict import compare_with_baseline
 from pump_keras.files import atomic_write_bytes
@@ -134,6 +135,9 @@ def evaluate_run(run_dir: str, data_dir: Optional[str] = None, split: str = "tes
                  snr_db: Optional[Sequence[float]] = None, folder_snr_db: Optional[float] = None) -> dict:
     """Evaluates the run in `run_dir`; writes `run_dir/report/` and `run_dir/threshold.json`; returns the results.
 
+    The report folder also gets the DCASE-format result files of the scored
+    clips (`report/dcase/`, see `pump_keras.evaluation.dcase_results`).
+
     `data_dir`, `split`, `snr_db` and `folder_snr_db` choose the clips (see `eval_records`).
     """
     run_config = load_run_config(run_dir)
@@ -184,6 +188,9 @@ def evaluate_run(run_dir: str, data_dir: Optional[str] = None, split: str = "tes
         result["verdict"] = compare_with_baseline(labels, scores, baseline_scores, eval_config)
     report_dir = os.path.join(run_dir, RunDirectory.REPORT)
     os.makedirs(report_dir, exist_ok=True)
+    dcase_dir = os.path.join(run_dir, RunDirectory.DCASE_RESULTS)
+    result["dcase"] = {"dir": dcase_dir, "results": write_dcase_results(
+        dcase_dir, records["eval"], scores, threshold, max_fpr=eval_config.max_fpr)}
     figures = {}
     if plots:
         progress("Figures...")
@@ -313,6 +320,9 @@ def write_report(result: dict, path: str) -> None:
               f"| normal | {model['tn']} | {model['fp']} |", f"| abnormal | {model['fn']} | {model['tp']} |", ""]
     lines += ["## Per machine", ""] + _table(result["per_machine_id"], columns, "machine") + [""]
     lines += ["## Per SNR", ""] + _table(result["per_snr"], columns, "SNR") + [""]
+    if result.get("dcase"):
+        lines += [f"DCASE-format scores, decisions and `result.csv` (per-id AUC and pAUC, arithmetic and harmonic "
+                  f"means): `{os.path.relpath(result['dcase']['dir'], os.path.dirname(path))}/`.", ""]
     if result.get("figures"):
         lines += ["## Figures", ""]
         for name, file in result["figures"].items():

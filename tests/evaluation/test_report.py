@@ -74,6 +74,15 @@ def test_evaluate_writes_threshold_report_and_baselines(small_run, capsys):
         png = report_dir / f"{figure}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", figure
         assert f"({figure}.png)" in report
+    # The DCASE-format files of the same clips: the per-id AUCs are the report's.
+    dcase = report_dir / "dcase"
+    assert sorted(p.name for p in dcase.glob("anomaly_score_*.csv")) == [
+        f"anomaly_score_pump_id_{i}.csv" for i in ("00", "02", "04", "06")]
+    rows = {row["id"]: row for row in evaluation["dcase"]["results"]["pump"]["rows"]}
+    for machine_id, row in rows.items():
+        assert row["auc"] == pytest.approx(evaluation["per_machine_id"][f"pump/id_{machine_id}"]["auc"])
+    assert "`dcase/`" in report
+    assert (dcase / "result.csv").read_text().startswith("pump\nid,AUC,pAUC,pAUC (sklearn McClish)\n")
 
 
 def test_false_alarm_criterion_and_bad_run_directory(small_run, tmp_path, capsys):
