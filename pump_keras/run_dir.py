@@ -100,6 +100,7 @@ class RunDirectory:
     REPORT = "report"
     DCASE_RESULTS = os.path.join("report", "dcase")  # anomaly_score_*.csv, decision_result_*.csv, result.csv
     EXPORT = "export.json"  # where `pump_keras.train` exported the run
+    AUTOENCODERS = "autoencoders"  # a normal-only autoencoder run: one .keras file per machine
 
     def __init__(self, path: str):
         self.path = os.fspath(path)

@@ -35,7 +35,8 @@ SMALL_INPUT_SHAPE = (64, 64, 3)
 # Applied only where the builder's signature accepts them.
 CHEAP_OPTIONS = {"width_multiplier": 0.25, "depth_multiplier": 0.25}
 # Entries that need more than the defaults above at test time.
-ENTRY_OPTIONS = {"conformer": {"d_model": 16, "num_blocks": 1, "num_heads": 2, "kernel_size": 3}}
+ENTRY_OPTIONS = {"conformer": {"d_model": 16, "num_blocks": 1, "num_heads": 2, "kernel_size": 3},
+                 "dcase2020_ae": {"input_shape": (40,)}}  # frame vectors in, their reconstruction out
 
 
 def small_options(name, builder):
@@ -78,13 +79,16 @@ def check_model(name, build, builder, workdir):
     options = small_options(name, builder)
     model = build(name, **options)
     images = np.random.default_rng(0).random((2, *options["input_shape"]), dtype=np.float32)
+    reconstructs = len(options["input_shape"]) == 1  # a frames model: vectors in, vectors out
     logits = model.predict_on_batch(images)
-    assert logits.shape == (2, 1) and logits.dtype == np.float32, (logits.shape, logits.dtype)
+    expected_shape = images.shape if reconstructs else (2, 1)
+    assert logits.shape == expected_shape and logits.dtype == np.float32, (logits.shape, logits.dtype)
 
     before = [keras.ops.convert_to_numpy(w) for w in model.trainable_weights]
     model.compile(optimizer=keras.optimizers.SGD(0.01),
-                  loss=keras.losses.BinaryCrossentropy(from_logits=True))
-    loss = float(model.train_on_batch(images, np.array([[0.0], [1.0]], dtype=np.float32)))
+                  loss="mse" if reconstructs else keras.losses.BinaryCrossentropy(from_logits=True))
+    targets = images if reconstructs else np.array([[0.0], [1.0]], dtype=np.float32)
+    loss = float(model.train_on_batch(images, targets))
     assert np.isfinite(loss), loss
     after = [keras.ops.convert_to_numpy(w) for w in model.trainable_weights]
     assert any(not np.array_equal(a, b) for a, b in zip(before, after)), "no weight changed"

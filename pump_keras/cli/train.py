@@ -22,7 +22,8 @@ import time
 
 from pump_keras.cli.common import command
 from pump_keras.config import load_config, read_config_file, replace
-from pump_keras.deploy.export import check_export_target, export_run as export_saved_run, trains_on_synthetic
+from pump_keras.deploy.export import (
+    check_export_target, check_exportable, export_run as export_saved_run, trains_on_synthetic)
 from pump_keras.evaluation.metrics import HEADLINE_METRICS
 from pump_keras.run_dir import RunDirectory
 from pump_keras.training.loop import train
@@ -126,6 +127,7 @@ def check_export(config) -> None:
     """Refuses, before training, an export the run could not make at its end (see `check_export_target`)."""
     if not config.export.enabled or _exported(config):
         return
+    check_exportable(config)
     check_export_target(model_dir(config), config.export.version, trains_on_synthetic(config.data))
 
 

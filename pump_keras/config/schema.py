@@ -66,6 +66,10 @@ class FeatureConfig:
             a copy of the plane, so convolutions, which are blind to where
             they are, can tell a 25 Hz line from a 2 kHz one (CoordConv,
             Liu et al. 2018). Needs `image_channels >= 2`.
+        context_frames: for models that take frame vectors (the DCASE 2020
+            autoencoder): each vector is this many consecutive log-mel
+            frames of `n_mels` bands (`pump_keras.audio.frames`); images
+            ignore it.
     """
 
     kind: str = "spectrogram"
@@ -84,6 +88,7 @@ class FeatureConfig:
     image_width: Optional[int] = None
     image_channels: int = 3
     frequency_channel: bool = False
+    context_frames: int = 5
 
     def __post_init__(self):
         if self.kind not in FEATURE_KINDS:
@@ -100,7 +105,7 @@ class FeatureConfig:
         elif int(self.channel) < 0:
             raise ValueError(f"channel must be >= 0 or 'mean', got {self.channel!r}.")
         for name in ("sample_rate", "n_fft", "hop_length", "n_mels", "n_log_bins",
-                     "image_size", "image_channels"):
+                     "image_size", "image_channels", "context_frames"):
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}.")
         if self.n_fft % 2:
@@ -135,6 +140,11 @@ class FeatureConfig:
     def input_shape(self) -> Tuple[int, int, int]:
         """The backbone's input shape `(rows, columns, image_channels)`."""
         return (*self.image_shape, self.image_channels)
+
+    @property
+    def vector_shape(self) -> Tuple[int]:
+        """The input shape `(n_mels * context_frames,)` of a model that takes frame vectors."""
+        return (self.n_mels * self.context_frames,)
 
     @property
     def resolved_db_range(self) -> Tuple[float, float]:
@@ -263,7 +273,7 @@ STRATEGIES = ("auto", "mirrored", "multiworker")
 CPU_ALLOCATORS = ("bfc", "default")
 MIXED_PRECISION = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 CLASS_BALANCE = ("weights", "none")
-OPTIMIZERS = ("sgd", "adamw")
+OPTIMIZERS = ("sgd", "adamw", "adam")
 CHECKPOINT_METRICS = ("val_loss", "val_auc", "last")
 
 
@@ -397,7 +407,8 @@ class TrainConfig:
         learning_rate: initial SGD learning rate.
         final_learning_rate: the cosine schedule's floor (CosineDecay's
             `alpha = final_learning_rate / learning_rate`).
-        optimizer: `"sgd"` (SGD with momentum) or `"adamw"` (AdamW).
+        optimizer: `"sgd"` (SGD with momentum), `"adamw"` (AdamW) or `"adam"`
+            (Adam without weight decay: the DCASE 2020 baseline's).
         momentum: SGD momentum.
         weight_decay: with `"sgd"`, L2 regularisation added to the gradient
             before the momentum (PyTorch's `SGD(weight_decay=...)`); with
@@ -525,6 +536,9 @@ class TrainConfig:
                              f"got {self.checkpoint_metric!r}.")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}.")
+        if self.optimizer == "adam" and self.weight_decay:
+            raise ValueError(f"optimizer 'adam' has no weight decay (weight_decay {self.weight_decay}); "
+                             "use 'adamw' for decoupled decay, or set weight_decay to 0.")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}.")
         if self.class_balance not in CLASS_BALANCE:
@@ -568,7 +582,7 @@ class ExportConfig:
             raise ValueError(f"clip_length_tolerance must be >= 0, got {self.clip_length_tolerance!r}.")
 
 
-THRESHOLD_CRITERIA = ("balanced_accuracy", "fpr")
+THRESHOLD_CRITERIA = ("balanced_accuracy", "fpr", "gamma")
 DEFAULT_MAX_FPR = 0.1  # the pAUC limit of DCASE
 
 
@@ -578,9 +592,13 @@ class EvalConfig:
 
     Attributes:
         threshold_criterion: how the decision threshold is chosen on the
-            validation split: `"balanced_accuracy"` (its maximum) or `"fpr"`
-            (the lowest threshold whose false-alarm rate is at most `target_fpr`).
-        target_fpr: the false-alarm rate for `"fpr"`.
+            validation split: `"balanced_accuracy"` (its maximum), `"fpr"`
+            (the lowest threshold whose false-alarm rate is at most
+            `target_fpr`), or `"gamma"` (a gamma distribution fitted to the
+            normal clips' scores, cut at its `1 - target_fpr` quantile: the
+            DCASE 2021 baseline's rule; needs no anomalies, so it suits the
+            normal-only protocol).
+        target_fpr: the false-alarm rate for `"fpr"` and `"gamma"`.
         max_fpr: the pAUC's FPR limit (0.1, the DCASE convention).
         bootstrap: bootstrap resamples for the confidence intervals (0: none).
         confidence: the intervals' level.
@@ -598,8 +616,8 @@ class EvalConfig:
         if self.threshold_criterion not in THRESHOLD_CRITERIA:
             raise ValueError(f"threshold_criterion must be one of {THRESHOLD_CRITERIA}, "
                              f"got {self.threshold_criterion!r}.")
-        if self.threshold_criterion == "fpr" and self.target_fpr is None:
-            raise ValueError("threshold_criterion 'fpr' needs target_fpr (e.g. 0.05).")
+        if self.threshold_criterion in ("fpr", "gamma") and self.target_fpr is None:
+            raise ValueError(f"threshold_criterion {self.threshold_criterion!r} needs target_fpr (e.g. 0.1).")
         if self.target_fpr is not None and not 0.0 <= self.target_fpr < 1.0:
             raise ValueError(f"target_fpr must lie in [0, 1), got {self.target_fpr}.")
         if not 0.0 < self.max_fpr <= 1.0:

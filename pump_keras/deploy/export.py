@@ -53,7 +53,7 @@ from pump_keras.data.split import ManifestError, read_manifest
 from pump_keras.deploy.model_info import METADATA_NAME, ModelInfoError, is_synthetic, read_model_info
 from pump_keras.deploy.serving_warmup import WARMUP_FILE, warmup_clip, write_warmup_file
 from pump_keras.errors import ExportError, WavFormatError
-from pump_keras.models import load_model
+from pump_keras.models import load_model, model_inputs
 from pump_keras.run_dir import RunDirectory, load_run_config
 
 Log = Callable[[str], None]
@@ -327,9 +327,18 @@ def run_metadata(run_dir: str, config: RunConfig) -> dict:
             "provenance": run_provenance(config, run_dir)}
 
 
+def check_exportable(config: RunConfig, run_dir: str = "this run") -> None:
+    """Raises `ExportError` for a run the SavedModel export cannot serve yet (the per-machine autoencoders)."""
+    if model_inputs(config.model.name) == "frames":
+        raise ExportError(f"{run_dir}: model {config.model.name!r} is one autoencoder per machine, which the "
+                          "SavedModel export does not serve yet; train it with --no-export and read its "
+                          "scores from report/dcase/.")
+
+
 def export_run(run_dir: str, model_dir: str, version: Optional[int] = None, log: Log = _quiet) -> str:
     """Exports a run's best model with its threshold, feature config and provenance; returns the version folder."""
     config = load_run_config(run_dir)
+    check_exportable(config, run_dir)
     best = os.path.join(run_dir, RunDirectory.BEST)
     if not os.path.exists(best):
         raise FileNotFoundError(f"{run_dir} holds no best.keras: train it first (python -m pump_keras.train).")

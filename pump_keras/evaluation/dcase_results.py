@@ -25,11 +25,11 @@ import collections
 import csv
 import io
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from pump_keras.data.index import UNLABELLED
+from pump_keras.data.index import UNLABELLED, machine_group
 from pump_keras.evaluation import metrics
 from pump_keras.files import atomic_write_bytes
 
@@ -45,7 +45,7 @@ def file_stem(record) -> str:
     return f"{record.machine}_id_{record.machine_id}"
 
 
-def write_dcase_results(out_dir: str, records: Sequence, scores, threshold: float,
+def write_dcase_results(out_dir: str, records: Sequence, scores, threshold: Union[float, Mapping[str, float]],
                         max_fpr: float = metrics.DEFAULT_MAX_FPR) -> Optional[dict]:
     """Writes the score, decision and (for labelled clips) result files of `records` into `out_dir`.
 
@@ -54,7 +54,9 @@ def write_dcase_results(out_dir: str, records: Sequence, scores, threshold: floa
             atomically and replace older ones of the same name.
         records: the scored clips (`ClipRecord`s).
         scores: one anomaly score per record, higher meaning more anomalous.
-        threshold: a clip is decided anomalous when its score exceeds it.
+        threshold: a clip is decided anomalous when its score exceeds it;
+            a mapping gives each machine (`machine_group`, "pump/id_00")
+            its own.
         max_fpr: the pAUC limit.
 
     Returns:
@@ -65,13 +67,14 @@ def write_dcase_results(out_dir: str, records: Sequence, scores, threshold: floa
     if len(scores) != len(records):
         raise ValueError(f"{len(records)} records but {len(scores)} scores.")
     os.makedirs(out_dir, exist_ok=True)
-    by_stem: Dict[str, List[Tuple[str, float]]] = collections.defaultdict(list)
+    by_stem: Dict[str, List[Tuple[str, float, float]]] = collections.defaultdict(list)
     for record, score in sorted(zip(records, scores), key=lambda pair: pair[0].path):
-        by_stem[file_stem(record)].append((os.path.basename(record.path), float(score)))
+        cut = threshold[machine_group(record)] if isinstance(threshold, Mapping) else threshold
+        by_stem[file_stem(record)].append((os.path.basename(record.path), float(score), float(cut)))
     for stem, rows in by_stem.items():
-        _write_csv(os.path.join(out_dir, f"anomaly_score_{stem}.csv"), [(name, repr(s)) for name, s in rows])
+        _write_csv(os.path.join(out_dir, f"anomaly_score_{stem}.csv"), [(name, repr(s)) for name, s, _ in rows])
         _write_csv(os.path.join(out_dir, f"decision_result_{stem}.csv"),
-                   [(name, int(s > threshold)) for name, s in rows])
+                   [(name, int(s > cut)) for name, s, cut in rows])
     if any(r.label == UNLABELLED for r in records):
         return None
     table = result_table(records, scores, max_fpr)

@@ -166,7 +166,10 @@ def best_threshold(
     smallest on ties; needs both classes. "fpr": the smallest unique score
     whose false-positive rate is <= target_fpr; when none qualifies (e.g. a
     normal clip holds the top score and target_fpr is 0) the next float
-    above the top score, which flags nothing.
+    above the top score, which flags nothing. "gamma": the `1 - target_fpr`
+    quantile of a gamma distribution fitted to the normal clips' scores (the
+    DCASE 2021 baseline's rule, there fitted on training scores at 0.9);
+    abnormal clips are not used.
     """
     if criterion not in THRESHOLD_CRITERIA:
         raise ValueError(f"criterion must be one of {THRESHOLD_CRITERIA}; got {criterion!r}.")
@@ -186,15 +189,32 @@ def best_threshold(
         return float(candidates[np.argmax(balanced)])  # argmax: first = smallest
 
     if target_fpr is None:
-        raise ValueError('criterion "fpr" needs target_fpr.')
+        raise ValueError(f'criterion "{criterion}" needs target_fpr.')
     if not 0.0 <= target_fpr <= 1.0:
         raise ValueError(f"target_fpr must be in [0, 1]; got {target_fpr!r}.")
-    if normal_scores.size == 0:
-        raise ValueError('criterion "fpr" needs at least one normal clip.')
+    if normal_scores.size < (3 if criterion == "gamma" else 1):
+        raise ValueError(f'criterion "{criterion}" needs at least '
+                         f'{"three normal clips" if criterion == "gamma" else "one normal clip"}.')
+    if criterion == "gamma":
+        return gamma_threshold(normal_scores, 1.0 - target_fpr)
     meets = fp / normal_scores.size <= target_fpr
     if not meets.any():
         return float(np.nextafter(candidates[-1], np.inf))
     return float(candidates[np.argmax(meets)])  # FPR falls with the threshold
+
+
+def gamma_threshold(normal_scores, quantile: float) -> float:
+    """The `quantile` of a gamma distribution fitted (maximum likelihood, with location) to `normal_scores`.
+
+    Constant scores (no spread to fit) give the next float above them.
+    """
+    from scipy import stats  # scikit-learn's dependency; imported here to keep `metrics` light
+
+    values = np.asarray(normal_scores, dtype=np.float64)
+    if np.ptp(values) == 0.0:
+        return float(np.nextafter(values[0], np.inf))
+    shape, loc, scale = stats.gamma.fit(values)
+    return float(stats.gamma.ppf(quantile, shape, loc=loc, scale=scale))
 
 
 def grouped_metrics(

@@ -27,7 +27,7 @@ from pump_keras.evaluation.dcase_results import write_dcase_results
 from pump_keras.evaluation.scoring import choose_threshold, score_records, sigmoid, threshold_record
 from pump_keras.evaluation.verdict import compare_with_baseline
 from pump_keras.files import atomic_write_bytes
-from pump_keras.models import load_model
+from pump_keras.models import load_model, model_inputs
 from pump_keras.run_dir import RunDirectory, load_run_config
 
 ALL_CLIPS = "all"
@@ -141,6 +141,10 @@ def evaluate_run(run_dir: str, data_dir: Optional[str] = None, split: str = "tes
     `data_dir`, `split`, `snr_db` and `folder_snr_db` choose the clips (see `eval_records`).
     """
     run_config = load_run_config(run_dir)
+    if model_inputs(run_config.model.name) == "frames":
+        raise EvaluationError(f"{run_dir} is a run of per-machine autoencoders ({run_config.model.name}), which "
+                              f"evaluates itself as it trains: read {RunDirectory.METRICS} and "
+                              f"{RunDirectory.DCASE_RESULTS}/ there.")
     eval_config = config or run_config.evaluation
     best = os.path.join(run_dir, RunDirectory.BEST)
     if not os.path.exists(best):

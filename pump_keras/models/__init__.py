@@ -1,4 +1,4 @@
-"""Models: EfficientNetV2-S with interchangeable attention, and comparison backbones.
+"""Models: EfficientNetV2-S with interchangeable attention, comparison backbones, the DCASE 2020 autoencoder.
 
 Importing this package registers every model and custom layer, so
 `load_model` (or `keras.saving.load_model` after the import) reads any
@@ -8,8 +8,8 @@ Importing this package registers every model and custom layer, so
 import keras
 
 from pump_keras.layers import standardization  # noqa: F401  registers RowStandardization
-from pump_keras.models import conformer, efficientnet_v2, zoo  # noqa: F401  registers builders and layers
-from pump_keras.models.registry import available_models, build, register_model
+from pump_keras.models import autoencoder, conformer, efficientnet_v2, zoo  # noqa: F401  registers builders, layers
+from pump_keras.models.registry import available_models, build, model_inputs, register_model
 
 
 def load_model(path: str, compile: bool = False) -> keras.Model:
@@ -17,4 +17,4 @@ def load_model(path: str, compile: bool = False) -> keras.Model:
     return keras.saving.load_model(path, compile=compile)
 
 
-__all__ = ["available_models", "build", "register_model", "load_model"]
+__all__ = ["available_models", "build", "model_inputs", "register_model", "load_model"]

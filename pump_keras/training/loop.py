@@ -24,8 +24,10 @@ from pump_keras.errors import TrainingError
 from pump_keras.evaluation.baselines import run_baselines
 from pump_keras.evaluation.scoring import evaluate_model, predict_scores, threshold_record
 from pump_keras.files import atomic_write_bytes, atomic_write_json
+from pump_keras.models import registry
 from pump_keras.run_dir import RunDirectory, check_manifest_paths
 from pump_keras.training import custom_loop, recipe, setup
+from pump_keras.training.autoencoder import train_autoencoders
 
 
 @dataclass
@@ -164,8 +166,15 @@ def complete_best_checkpoint(run: RunDirectory, state: dict) -> None:
 
 
 def train(config: RunConfig, log: Callable[[str], None] = print) -> TrainResult:
-    """Runs (or resumes) the training run of `config`; see `RunDirectory` for its files."""
+    """Runs (or resumes) the training run of `config`; see `RunDirectory` for its files.
+
+    A model that takes frame vectors (the DCASE 2020 autoencoder) runs the
+    normal-only autoencoder protocol instead (`pump_keras.training.autoencoder`).
+    """
     setup.configure_runtime(config.train)
+    if registry.model_inputs(config.model.name) == "frames":
+        result, files, trained = train_autoencoders(config, synthetic_data_dir, log)
+        return TrainResult(config.run_dir, trained * config.train.epochs, 0, result, files)
     strategy = setup.make_strategy(config.train)
     allocator = setup.cpu_allocator_in_use()
     if allocator != config.train.cpu_allocator:

@@ -42,12 +42,15 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizer
 
     `"sgd"`: SGD with momentum and L2 weight decay added to the gradient
     (PyTorch's `SGD(weight_decay=...)`, `SGDWithL2`). `"adamw"`: AdamW, whose
-    weight decay is decoupled by definition.
+    weight decay is decoupled by definition. `"adam"`: Adam, with no weight
+    decay (`weight_decay` must be 0).
     """
     schedule = learning_rate_schedule(config, steps_per_epoch)
     clipping = {} if config.gradient_clip_norm is None else {"global_clipnorm": config.gradient_clip_norm}
     if config.optimizer == "adamw":
         return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay, **clipping)
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(learning_rate=schedule, **clipping)
     return SGDWithL2(learning_rate=schedule, momentum=config.momentum, l2=config.weight_decay, **clipping)
 
 

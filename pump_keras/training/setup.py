@@ -105,8 +105,10 @@ def model_options(model: ModelConfig, input_shape) -> dict:
 
 def build_model(config: RunConfig) -> keras.Model:
     """The run's model, built from its config (inside the caller's strategy scope)."""
-    model = build(config.model.name, **model_options(config.model, config.features.input_shape))
-    if config.model.input_standardization:
+    frames = registry.model_inputs(config.model.name) == "frames"
+    shape = config.features.vector_shape if frames else config.features.input_shape
+    model = build(config.model.name, **model_options(config.model, shape))
+    if config.model.input_standardization and not frames:
         model = with_row_standardization(model)
     return model
 

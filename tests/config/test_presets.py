@@ -6,7 +6,7 @@ import inspect
 import pytest
 
 from pump_keras.config import PRESETS, EfficientNetV2Options, config_from_json, config_to_json, load_config, preset
-from pump_keras.models.registry import builder
+from pump_keras.models.registry import builder, model_inputs
 from pump_keras.training.setup import build_model, model_options
 
 
@@ -16,6 +16,9 @@ def test_every_preset_builds_its_model_and_round_trips(name):
     assert config.preset == name and config.run_dir == f"runs/{name}"
     assert config_from_json(config_to_json(config)) == config
     model = build_model(config)
+    if model_inputs(config.model.name) == "frames":  # frame vectors in, their reconstruction out
+        assert tuple(model.input_shape[1:]) == tuple(model.output_shape[1:]) == config.features.vector_shape
+        return
     assert tuple(model.input_shape[1:]) == config.features.input_shape
     assert tuple(model.output_shape[1:]) == (1,)  # one logit per clip
 
@@ -35,3 +38,18 @@ def test_the_paper_networks_config_section_has_its_builders_defaults():
     parameters = inspect.signature(builder("efficientnetv2_s")).parameters
     for option in dataclasses.fields(EfficientNetV2Options):
         assert option.default == parameters[option.name].default, option.name
+
+
+def test_dcase2020_ae_preset_is_the_official_recipe():
+    config = preset("dcase2020_ae")
+    features = config.features
+    assert (features.kind, features.n_mels, features.n_fft, features.hop_length, features.context_frames) == (
+        "mel", 128, 1024, 512, 5)
+    assert features.vector_shape == (640,)
+    assert (config.model.name, config.data.protocol, config.data.batch_size) == ("dcase2020_ae", "normal_only", 512)
+    assert (config.train.optimizer, config.train.learning_rate, config.train.final_learning_rate,
+            config.train.epochs, config.train.weight_decay) == ("adam", 1e-3, 1e-3, 100, 0.0)
+    train, val, _ = config.data.split_ratios
+    assert val / (train + val) == pytest.approx(0.1)  # the baseline's validation_split on DCASE's train/
+    assert not config.export.enabled
+    assert (config.evaluation.threshold_criterion, config.evaluation.target_fpr) == ("gamma", 0.1)

@@ -265,3 +265,16 @@ def test_confusion_validation():
 
 def test_bool_labels_accepted():
     assert roc_auc(LABELS.astype(bool), SCORES) == pytest.approx(20 / 24)
+
+
+def test_gamma_threshold_is_the_fitted_quantile_of_normal_scores_alone():
+    rng = np.random.default_rng(0)
+    normal = rng.gamma(shape=4.0, scale=0.5, size=2000) + 1.0
+    threshold = best_threshold(np.zeros(normal.size), normal, criterion="gamma", target_fpr=0.1)
+    assert np.mean(normal >= threshold) == pytest.approx(0.1, abs=0.02)
+    with_anomalies = best_threshold(np.r_[np.zeros(normal.size), np.ones(3)], np.r_[normal, 0.0, 0.0, 0.0],
+                                            criterion="gamma", target_fpr=0.1)
+    assert with_anomalies == pytest.approx(threshold)  # abnormal clips play no part
+    assert best_threshold(np.zeros(4), np.full(4, 2.0), "gamma", 0.1) > 2.0  # nothing to fit: flags nothing
+    with pytest.raises(ValueError, match="needs at least three normal clips"):
+        best_threshold(np.zeros(2), np.array([1.0, 2.0]), "gamma", 0.1)

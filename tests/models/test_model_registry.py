@@ -39,7 +39,7 @@ def weights_of(model):
     return [keras.ops.convert_to_numpy(w) for w in model.trainable_weights]
 
 
-@pytest.mark.parametrize("name", available_models())
+@pytest.mark.parametrize("name", available_models("images"))
 def test_forward_train_step_and_keras_round_trip(name, tmp_path):
     keras.utils.set_random_seed(0)
     options = small_options(name)
@@ -73,6 +73,30 @@ def test_forward_train_step_and_keras_round_trip(name, tmp_path):
         keras.ops.convert_to_numpy(restored(images, training=False)), trained_logits, atol=1e-6)
 
 
+@pytest.mark.parametrize("name", available_models("frames"))
+def test_frame_models_reconstruct_train_and_round_trip(name, tmp_path):
+    keras.utils.set_random_seed(0)
+    model = build(name, input_shape=(40,))
+    vectors = np.random.default_rng(0).normal(size=(16, 40)).astype(np.float32)
+    assert tuple(model(vectors, training=False).shape) == (16, 40)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse", run_eagerly=True)
+    first = model.train_on_batch(vectors, vectors)
+    for _ in range(20):
+        last = model.train_on_batch(vectors, vectors)
+    assert np.isfinite(first) and last < first
+    path = tmp_path / f"{name}.keras"
+    model.save(path)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(keras.saving.load_model(path)(vectors)),
+                               keras.ops.convert_to_numpy(model(vectors)), atol=1e-6)
+
+
+def test_model_inputs_split_the_registry():
+    assert set(available_models("images")) | set(available_models("frames")) == set(available_models())
+    assert "dcase2020_ae" in available_models("frames") and "efficientnetv2_s" in available_models("images")
+    with pytest.raises(ValueError, match="inputs must be one of"):
+        registry.register_model("x", inputs="text")
+
+
 def test_unknown_model_names_the_available_ones():
     with pytest.raises(ValueError, match="nope") as raised:
         build("nope")
@@ -81,7 +105,7 @@ def test_unknown_model_names_the_available_ones():
 
 
 def test_registry_under_jax_backend():
-    names = [name for name in available_models() if name not in JAX_REDUNDANT]
+    names = [name for name in available_models() if name not in JAX_REDUNDANT]  # the autoencoder too
     result = subprocess.run([sys.executable, jax_backend_check.__file__, *names], cwd=REPO_ROOT,
                             capture_output=True, text=True, timeout=900,
                             env={**os.environ, "KERAS_BACKEND": "jax"})

@@ -1,0 +1,204 @@
+"""The DCASE 2020 baseline's protocol: one autoencoder per machine and id, trained on normal clips only.
+
+For each machine (`machine_group`: "pump/id_00") of the training split, a
+`"frames"` model (`dcase2020_ae`) learns to reconstruct the frame vectors
+(`pump_keras.audio.frames`) of that machine's normal training clips. A clip's
+anomaly score is the mean, over its vectors, of each vector's mean squared
+reconstruction error; each machine's decision threshold is chosen on its
+validation clips (normal only) by `evaluation.threshold_criterion` (`"gamma"`
+or `"fpr"`). The run directory gets one `.keras` file per machine under
+`autoencoders/`, `metrics.json` (its `test` block averages the machines, as
+DCASE tables do), `threshold.json` and the DCASE result files.
+
+Resuming works machine by machine: a machine whose model was saved is not
+trained again.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Dict, List, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from pump_keras.audio.features import wav_bytes_to_waveform
+from pump_keras.audio.frames import waveform_to_vectors
+from pump_keras.config import FeatureConfig, RunConfig, replace
+from pump_keras.data.index import machine_group
+from pump_keras.data.prepare import prepare_splits
+from pump_keras.data.split import describe_splits, write_manifest
+from pump_keras.errors import TrainingError
+from pump_keras.evaluation import metrics
+from pump_keras.evaluation.dcase_results import write_dcase_results
+from pump_keras.evaluation.scoring import choose_threshold
+from pump_keras.models import load_model
+from pump_keras.models.autoencoder import reconstruction_errors
+from pump_keras.run_dir import RunDirectory
+from pump_keras.training import recipe, setup
+
+SCORE_NAME = "mean squared reconstruction error"
+
+
+def clip_vectors(path: str, features: FeatureConfig) -> np.ndarray:
+    """The frame vectors of one WAV file, `[vectors, n_mels * context_frames]` float32."""
+    waveform = wav_bytes_to_waveform(tf.io.read_file(path), features, source=path)
+    return waveform_to_vectors(waveform, features.sample_rate, features.n_fft, features.hop_length,
+                               features.n_mels, features.context_frames).numpy()
+
+
+def clip_scores(model: keras.Model, vectors: Sequence[np.ndarray], batch_size: int) -> np.ndarray:
+    """Each clip's anomaly score: the mean over its vectors of their mean squared reconstruction error.
+
+    The model runs eagerly in chunks of `batch_size` vectors: a dense
+    network this small gains nothing from a traced predict function, and
+    one per machine's model would be traced anew each time.
+    """
+    stacked = np.concatenate(vectors) if vectors else np.zeros((0, model.input_shape[-1]), np.float32)
+    errors = np.concatenate([np.zeros(0, np.float32)] + [
+        keras.ops.convert_to_numpy(reconstruction_errors(chunk, model(chunk, training=False)))
+        for chunk in np.array_split(stacked, int(np.ceil(len(stacked) / batch_size))) if len(chunk)])
+    bounds = np.cumsum([0] + [len(v) for v in vectors])
+    return np.array([errors[start:stop].mean() for start, stop in zip(bounds[:-1], bounds[1:])], np.float64)
+
+
+def model_file(group: str) -> str:
+    """The run-relative path of machine `group`'s autoencoder ("pump/id_00" -> autoencoders/pump_id_00.keras)."""
+    return os.path.join(RunDirectory.AUTOENCODERS, group.replace("/", "_") + ".keras")
+
+
+def train_autoencoders(config: RunConfig, synthetic_data_dir: Callable, log: Callable[[str], None] = print):
+    """Runs (or resumes) the run of `config`; returns `(metrics, files, machines trained now)`.
+
+    `synthetic_data_dir(config, run, log)` gives the run's own recordings
+    when the config names no data.
+    """
+    check_config(config)
+    run = RunDirectory(config.run_dir)
+    resuming = run.check(config)
+    data_config = config.data
+    if data_config.data_dir is None and data_config.split_file is None:
+        data_config = replace(data_config, data_dir=synthetic_data_dir(config, run, log))
+    splits = prepare_splits(data_config, config.features, run.path if resuming else None)
+    log(describe_splits(splits))
+    by_group = {name: _by_group(splits[name]) for name in ("train", "val", "test")}
+    check_validation_clips(config, by_group)  # before anything is recorded: a corrected command is a new run
+    if not resuming:
+        os.makedirs(run.path, exist_ok=True)
+        run.write_config(config)
+        write_manifest(run.file(RunDirectory.MANIFEST), splits)
+    os.makedirs(run.file(RunDirectory.AUTOENCODERS), exist_ok=True)
+    scores: Dict[str, Dict[str, np.ndarray]] = {"val": {}, "test": {}}
+    history: List[dict] = []
+    trained = 0
+    for group in sorted(by_group["train"]):
+        vectors = {name: [clip_vectors(r.path, config.features) for r in by_group[name].get(group, [])]
+                   for name in ("train", "val", "test")}
+        path = run.file(model_file(group))
+        if os.path.exists(path):
+            log(f"{group}: {model_file(group)} is there (resumed run); not trained again.")
+            model = load_model(path)
+        else:
+            model, rows = _fit(config, vectors, group, log)
+            run.save_model(model, model_file(group))
+            history += rows
+            trained += 1
+        for name in scores:
+            scores[name][group] = clip_scores(model, vectors[name], config.data.batch_size)
+    if history:
+        run.write_history(history)
+    result = evaluate_scores(config, by_group, scores)
+    run.write_json(RunDirectory.THRESHOLD, result["threshold"])
+    run.write_json(RunDirectory.METRICS, result)
+    test = [r for group in sorted(by_group["train"]) for r in by_group["test"].get(group, [])]
+    test_scores = np.concatenate([scores["test"][group] for group in sorted(by_group["train"])])
+    write_dcase_results(run.file(RunDirectory.DCASE_RESULTS), test, test_scores,
+                        {group: entry["threshold_score"] for group, entry in result["threshold"]["machines"].items()},
+                        max_fpr=config.evaluation.max_fpr)
+    files = {name: run.file(name) for name in (
+        RunDirectory.CONFIG, RunDirectory.MANIFEST, RunDirectory.AUTOENCODERS, RunDirectory.HISTORY,
+        RunDirectory.METRICS, RunDirectory.THRESHOLD, RunDirectory.DCASE_RESULTS)}
+    return result, files, trained
+
+
+def check_config(config: RunConfig) -> None:
+    """Raises unless the config is one the autoencoder protocol can run."""
+    if config.data.protocol != "normal_only":
+        raise TrainingError(f"Model {config.model.name!r} learns normal sounds only: set "
+                            "data.protocol=normal_only (the dcase2020_ae preset does).")
+    if config.evaluation.threshold_criterion == "balanced_accuracy":
+        raise TrainingError("threshold_criterion 'balanced_accuracy' needs abnormal validation clips, which the "
+                            "normal-only protocol has none of: use 'gamma' or 'fpr' with evaluation.target_fpr.")
+    if config.train.mixup_alpha or config.train.label_smoothing or config.train.pseudo_anomaly_fraction:
+        raise TrainingError("MixUp, label smoothing and made-up anomalies are classifier recipes; the "
+                            "autoencoder takes none of them (set them to 0).")
+
+
+def check_validation_clips(config: RunConfig, by_group: dict) -> None:
+    """Raises, before any training, if a machine has too few validation clips for its threshold."""
+    needed = 3 if config.evaluation.threshold_criterion == "gamma" else 1
+    for group in sorted(by_group["train"]):
+        count = len(by_group["val"].get(group, []))
+        if count < needed:
+            raise TrainingError(
+                f"{group} has {count} validation clip(s); the {config.evaluation.threshold_criterion!r} threshold "
+                f"needs at least {needed}. Give validation a larger share (data.split_ratios, now "
+                f"{list(config.data.split_ratios)}), add recordings, or use evaluation.threshold_criterion=fpr.")
+
+
+def evaluate_scores(config: RunConfig, by_group: dict, scores: dict) -> dict:
+    """Per-machine thresholds (on val) and test metrics; `test` holds their means over machines."""
+    machines, thresholds = {}, {}
+    for group in sorted(scores["test"]):
+        val_scores = scores["val"][group]
+        threshold = choose_threshold(np.zeros(len(val_scores)), val_scores, config.evaluation)
+        thresholds[group] = {"threshold_score": float(threshold), "val_clips": int(len(val_scores))}
+        labels = np.array([r.label for r in by_group["test"].get(group, [])])
+        if set(labels.tolist()) == {0, 1}:
+            machines[group] = metrics.binary_metrics(labels, scores["test"][group], threshold,
+                                                     max_fpr=config.evaluation.max_fpr)
+    if not machines:
+        raise TrainingError("No machine has both normal and abnormal test clips: the test split cannot be scored.")
+    numeric = [key for key, value in next(iter(machines.values())).items() if isinstance(value, float)]
+    return {
+        "protocol": "normal_only",
+        "score": SCORE_NAME,
+        "test": {key: float(np.mean([m[key] for m in machines.values()])) for key in numeric},
+        "test_averaged_over": sorted(machines),
+        "test_per_machine_id": machines,
+        "threshold": {"score": SCORE_NAME, "criterion": config.evaluation.threshold_criterion,
+                      "target_fpr": config.evaluation.target_fpr, "chosen_on": "val", "machines": thresholds},
+    }
+
+
+def _by_group(records) -> Dict[str, list]:
+    groups: Dict[str, list] = {}
+    for record in records:
+        groups.setdefault(machine_group(record), []).append(record)
+    return groups
+
+
+def _fit(config: RunConfig, vectors: dict, group: str, log: Callable[[str], None]):
+    """One machine's autoencoder, trained on its training vectors; returns it and its history rows."""
+    train = np.concatenate(vectors["train"]).astype(np.float32)
+    val = np.concatenate(vectors["val"]).astype(np.float32) if vectors["val"] else None
+    if not len(train):
+        raise TrainingError(f"{group}: its training clips are shorter than {config.features.context_frames} "
+                            "frames and give no vector to train on.")
+    keras.utils.set_random_seed(recipe.derived_seed(config.train.seed, *map(ord, group)))
+    model = setup.build_model(config)
+    steps = int(np.ceil(len(train) / config.data.batch_size))
+    model.compile(optimizer=recipe.make_optimizer(config.train, steps), loss="mean_squared_error",
+                  jit_compile=config.train.jit_compile)
+    log(f"{group}: training on {len(vectors['train'])} clips ({len(train)} vectors of {train.shape[1]})...")
+    fitted = model.fit(train, train, batch_size=config.data.batch_size, epochs=config.train.epochs, shuffle=True,
+                       validation_data=None if val is None else (val, val), verbose=config.train.verbose)
+    epochs = len(fitted.history["loss"])
+    rows = [{"epoch": epoch + 1, "machine": group, **{k: float(v[epoch]) for k, v in fitted.history.items()}}
+            for epoch in range(epochs)]
+    return model, rows
+
+
+__all__ = ["SCORE_NAME", "clip_vectors", "clip_scores", "model_file", "train_autoencoders", "check_config",
+           "check_validation_clips", "evaluate_scores"]

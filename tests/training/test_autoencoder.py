@@ -1,0 +1,95 @@
+"""The DCASE 2020 baseline's protocol: per-machine autoencoders, scores, thresholds, result files, resume."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import keras
+import numpy as np
+import pytest
+
+from pump_keras.config import EvalConfig, SyntheticConfig, load_config, replace
+from pump_keras.deploy.export import export_run
+from pump_keras.errors import EvaluationError, ExportError, TrainingError
+from pump_keras.evaluation.report import evaluate_run
+from pump_keras.training import autoencoder
+from pump_keras.training.loop import train
+from tests.conftest import DCASE_DIR
+
+pytestmark = pytest.mark.slow
+
+
+def small_config(tmp_path, **data):
+    """The dcase2020_ae preset at test size: 3 epochs, 1-second clips of two pumps."""
+    config = load_config("dcase2020_ae", overrides=["train.epochs=3", "train.verbose=0", "data.batch_size=64"])
+    return replace(config, run_dir=str(tmp_path / "run"), data=replace(config.data, **data),
+                   synthetic=SyntheticConfig(clips_per_class=14, abnormal_clips_per_id=4, seconds=1.0,
+                                             machine_ids=("00", "02"), channels=1))
+
+
+def test_synthetic_mimii_run_scores_every_machine_and_resumes(tmp_path):
+    with pytest.raises(TrainingError, match=r"pump/id_00 has 1 validation clip\(s\); the 'gamma' threshold needs"):
+        train(small_config(tmp_path), log=lambda line: None)  # 14 normal clips: one for validation
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["synthetic"]
+    config = small_config(tmp_path, split_ratios=(0.5, 0.3, 0.2))
+    result = train(config, log=lambda line: None)
+    run = tmp_path / "run"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["protocol"] == "normal_only" and metrics["test_averaged_over"] == ["pump/id_00", "pump/id_02"]
+    per_id = metrics["test_per_machine_id"]
+    assert metrics["test"]["auc"] == pytest.approx(np.mean([m["auc"] for m in per_id.values()]))
+    threshold = json.loads((run / "threshold.json").read_text())
+    assert threshold["criterion"] == "gamma" and set(threshold["machines"]) == set(per_id)
+    assert sorted(p.name for p in (run / "autoencoders").iterdir()) == ["pump_id_00.keras", "pump_id_02.keras"]
+    result_csv = (run / "report" / "dcase" / "result.csv").read_text().splitlines()
+    assert result_csv[:2] == ["pump", "id,AUC,pAUC,pAUC (sklearn McClish)"]
+    assert float(result_csv[2].split(",")[1]) == pytest.approx(per_id["pump/id_00"]["auc"], abs=1e-6)
+    assert result.epochs_run == 2 * 3
+    # Resumed: nothing is trained again and the numbers are the same.
+    lines = []
+    again = train(config, log=lines.append)
+    assert again.epochs_run == 0 and sum("not trained again" in line for line in lines) == 2
+    assert again.metrics["test"] == metrics["test"]
+    # Export and the evaluation report say plainly what they do not do yet.
+    with pytest.raises(ExportError, match="does not serve yet; train it with --no-export"):
+        export_run(str(run), str(tmp_path / "saved"))
+    with pytest.raises(EvaluationError, match="evaluates itself as it trains"):
+        evaluate_run(str(run))
+
+
+def test_real_dcase_clips_in_the_official_layout(tmp_path):
+    """The 16 real DCASE 2020 clips as dev_data/pump/{train,test}: a file-format check, not a measurement."""
+    train_names = ["normal_id_04_00000000", "normal_id_04_00000007", "normal_id_06_00000000", "normal_id_06_00000008"]
+    for path in DCASE_DIR.glob("*_id_0[46]_*.wav"):
+        subset = "train" if path.stem in train_names else "test"
+        (tmp_path / "dev_data" / "pump" / subset).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, tmp_path / "dev_data" / "pump" / subset / path.name)
+    config = small_config(tmp_path, data_dir=str(tmp_path / "dev_data"), split_ratios=(0.5, 0.5, 0.0))
+    config = replace(config, evaluation=EvalConfig(threshold_criterion="fpr", target_fpr=0.1))
+    result = train(config, log=lambda line: None)
+    assert sorted(result.metrics["test_per_machine_id"]) == ["pump/id_04", "pump/id_06"]
+    dcase = tmp_path / "run" / "report" / "dcase"
+    scores = (dcase / "anomaly_score_pump_id_04.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in scores] == [
+        "anomaly_id_04_00000005.wav", "anomaly_id_04_00000012.wav", "normal_id_04_00000013.wav"]
+    assert all(float(line.split(",")[1]) > 0 for line in scores)
+    decisions = (dcase / "decision_result_pump_id_06.csv").read_text().splitlines()
+    assert {line.split(",")[1] for line in decisions} <= {"0", "1"} and len(decisions) == 3
+
+
+def test_clip_score_is_the_mean_of_each_vectors_mean_squared_error():
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(4, kernel_initializer="zeros", use_bias=False)(inputs))
+    clips = [np.array([[1, 1, 1, 1], [2, 2, 2, 2]], np.float32), np.array([[0, 0, 0, 3]], np.float32)]
+    np.testing.assert_allclose(autoencoder.clip_scores(model, clips, batch_size=2), [2.5, 2.25])
+
+
+@pytest.mark.parametrize("overrides, pattern", [
+    (["data.protocol=supervised"], "set data.protocol=normal_only"),
+    (["evaluation.threshold_criterion=balanced_accuracy"], "needs abnormal validation clips"),
+    (["train.mixup_alpha=0.2"], "classifier recipes"),
+])
+def test_configs_the_protocol_cannot_run(overrides, pattern):
+    with pytest.raises(TrainingError, match=pattern):
+        autoencoder.check_config(load_config("dcase2020_ae", overrides=overrides))
