@@ -26,17 +26,14 @@ import tensorflow as tf
 from pump_keras.audio.features import wav_bytes_to_waveform
 from pump_keras.audio.frames import waveform_to_vectors
 from pump_keras.config import FeatureConfig, RunConfig, replace
-from pump_keras.data.index import machine_group
 from pump_keras.data.prepare import prepare_splits
 from pump_keras.data.split import describe_splits, write_manifest
 from pump_keras.errors import TrainingError
-from pump_keras.evaluation import metrics
-from pump_keras.evaluation.dcase_results import write_dcase_results
-from pump_keras.evaluation.scoring import choose_threshold
 from pump_keras.models import load_model
 from pump_keras.models.autoencoder import reconstruction_errors
 from pump_keras.run_dir import RunDirectory
-from pump_keras.training import recipe, setup
+from pump_keras.training import normal_only, recipe, setup
+from pump_keras.training.normal_only import by_group, check_validation_clips, write_outputs
 
 SCORE_NAME = "mean squared reconstruction error"
 
@@ -82,8 +79,8 @@ def train_autoencoders(config: RunConfig, synthetic_data_dir: Callable, log: Cal
         data_config = replace(data_config, data_dir=synthetic_data_dir(config, run, log))
     splits = prepare_splits(data_config, config.features, run.path if resuming else None)
     log(describe_splits(splits))
-    by_group = {name: _by_group(splits[name]) for name in ("train", "val", "test")}
-    check_validation_clips(config, by_group)  # before anything is recorded: a corrected command is a new run
+    groups = {name: by_group(splits[name]) for name in ("train", "val", "test")}
+    check_validation_clips(config, groups)  # before anything is recorded: a corrected command is a new run
     if not resuming:
         os.makedirs(run.path, exist_ok=True)
         run.write_config(config)
@@ -92,8 +89,8 @@ def train_autoencoders(config: RunConfig, synthetic_data_dir: Callable, log: Cal
     scores: Dict[str, Dict[str, np.ndarray]] = {"val": {}, "test": {}}
     history: List[dict] = []
     trained = 0
-    for group in sorted(by_group["train"]):
-        vectors = {name: [clip_vectors(r.path, config.features) for r in by_group[name].get(group, [])]
+    for group in sorted(groups["train"]):
+        vectors = {name: [clip_vectors(r.path, config.features) for r in groups[name].get(group, [])]
                    for name in ("train", "val", "test")}
         path = run.file(model_file(group))
         if os.path.exists(path):
@@ -108,75 +105,11 @@ def train_autoencoders(config: RunConfig, synthetic_data_dir: Callable, log: Cal
             scores[name][group] = clip_scores(model, vectors[name], config.data.batch_size)
     if history:
         run.write_history(history)
-    result = evaluate_scores(config, by_group, scores)
-    run.write_json(RunDirectory.THRESHOLD, result["threshold"])
-    run.write_json(RunDirectory.METRICS, result)
-    test = [r for group in sorted(by_group["train"]) for r in by_group["test"].get(group, [])]
-    test_scores = np.concatenate([scores["test"][group] for group in sorted(by_group["train"])])
-    write_dcase_results(run.file(RunDirectory.DCASE_RESULTS), test, test_scores,
-                        {group: entry["threshold_score"] for group, entry in result["threshold"]["machines"].items()},
-                        max_fpr=config.evaluation.max_fpr)
+    result = write_outputs(run, config, groups, scores, SCORE_NAME)
     files = {name: run.file(name) for name in (
         RunDirectory.CONFIG, RunDirectory.MANIFEST, RunDirectory.AUTOENCODERS, RunDirectory.HISTORY,
         RunDirectory.METRICS, RunDirectory.THRESHOLD, RunDirectory.DCASE_RESULTS)}
     return result, files, trained
-
-
-def check_config(config: RunConfig) -> None:
-    """Raises unless the config is one the autoencoder protocol can run."""
-    if config.data.protocol != "normal_only":
-        raise TrainingError(f"Model {config.model.name!r} learns normal sounds only: set "
-                            "data.protocol=normal_only (the dcase2020_ae preset does).")
-    if config.evaluation.threshold_criterion == "balanced_accuracy":
-        raise TrainingError("threshold_criterion 'balanced_accuracy' needs abnormal validation clips, which the "
-                            "normal-only protocol has none of: use 'gamma' or 'fpr' with evaluation.target_fpr.")
-    if config.train.mixup_alpha or config.train.label_smoothing or config.train.pseudo_anomaly_fraction:
-        raise TrainingError("MixUp, label smoothing and made-up anomalies are classifier recipes; the "
-                            "autoencoder takes none of them (set them to 0).")
-
-
-def check_validation_clips(config: RunConfig, by_group: dict) -> None:
-    """Raises, before any training, if a machine has too few validation clips for its threshold."""
-    needed = 3 if config.evaluation.threshold_criterion == "gamma" else 1
-    for group in sorted(by_group["train"]):
-        count = len(by_group["val"].get(group, []))
-        if count < needed:
-            raise TrainingError(
-                f"{group} has {count} validation clip(s); the {config.evaluation.threshold_criterion!r} threshold "
-                f"needs at least {needed}. Give validation a larger share (data.split_ratios, now "
-                f"{list(config.data.split_ratios)}), add recordings, or use evaluation.threshold_criterion=fpr.")
-
-
-def evaluate_scores(config: RunConfig, by_group: dict, scores: dict) -> dict:
-    """Per-machine thresholds (on val) and test metrics; `test` holds their means over machines."""
-    machines, thresholds = {}, {}
-    for group in sorted(scores["test"]):
-        val_scores = scores["val"][group]
-        threshold = choose_threshold(np.zeros(len(val_scores)), val_scores, config.evaluation)
-        thresholds[group] = {"threshold_score": float(threshold), "val_clips": int(len(val_scores))}
-        labels = np.array([r.label for r in by_group["test"].get(group, [])])
-        if set(labels.tolist()) == {0, 1}:
-            machines[group] = metrics.binary_metrics(labels, scores["test"][group], threshold,
-                                                     max_fpr=config.evaluation.max_fpr)
-    if not machines:
-        raise TrainingError("No machine has both normal and abnormal test clips: the test split cannot be scored.")
-    numeric = [key for key, value in next(iter(machines.values())).items() if isinstance(value, float)]
-    return {
-        "protocol": "normal_only",
-        "score": SCORE_NAME,
-        "test": {key: float(np.mean([m[key] for m in machines.values()])) for key in numeric},
-        "test_averaged_over": sorted(machines),
-        "test_per_machine_id": machines,
-        "threshold": {"score": SCORE_NAME, "criterion": config.evaluation.threshold_criterion,
-                      "target_fpr": config.evaluation.target_fpr, "chosen_on": "val", "machines": thresholds},
-    }
-
-
-def _by_group(records) -> Dict[str, list]:
-    groups: Dict[str, list] = {}
-    for record in records:
-        groups.setdefault(machine_group(record), []).append(record)
-    return groups
 
 
 def _fit(config: RunConfig, vectors: dict, group: str, log: Callable[[str], None]):
@@ -200,5 +133,12 @@ def _fit(config: RunConfig, vectors: dict, group: str, log: Callable[[str], None
     return model, rows
 
 
-__all__ = ["SCORE_NAME", "clip_vectors", "clip_scores", "model_file", "train_autoencoders", "check_config",
-           "check_validation_clips", "evaluate_scores"]
+def check_config(config: RunConfig) -> None:
+    """Raises unless the config is one the autoencoder protocol can run (`normal_only.check_config`, and more)."""
+    normal_only.check_config(config)
+    if config.train.mixup_alpha or config.train.label_smoothing:
+        raise TrainingError("MixUp and label smoothing are classifier recipes; the autoencoder takes neither "
+                            "(set them to 0).")
+
+
+__all__ = ["SCORE_NAME", "clip_vectors", "clip_scores", "model_file", "train_autoencoders", "check_config"]
