@@ -628,6 +628,56 @@ class EvalConfig:
             raise ValueError(f"confidence must lie in (0, 1), got {self.confidence}.")
 
 
+NORMAL_ONLY_SCORES = ("knn", "neg_log_prob")
+NORMAL_ONLY_CLASSES = ("machine", "machine_attributes")
+
+
+@dataclass
+class NormalOnlyConfig:
+    """Our normal-only method: a machine-id classifier with an ArcFace head on an image backbone.
+
+    The backbone (`model`) learns to tell the training split's machines
+    apart from their normal clips alone (self-supervised: the ids come free
+    with the recordings), through an additive angular margin head (ArcFace,
+    Deng et al. 2019); a clip is anomalous when its embedding fits its own
+    machine badly.
+
+    Attributes:
+        classes: what the head tells apart: `"machine"` (machine type and id,
+            or section) or `"machine_attributes"` (also the domain and the
+            attributes of DCASE 2021-2023 file names, where they exist).
+        embedding_dim: the embedding's size (a Dense + BatchNorm on the
+            backbone's pooled features).
+        scale: ArcFace's `s`.
+        margin: ArcFace's `m`, in radians.
+        score: `"knn"`: the mean cosine distance from a clip's embedding to
+            the `k` nearest embeddings of its machine's training clips;
+            `"neg_log_prob"`: `-log p(own class)` under the head's softmax
+            (without the margin).
+        k: neighbours for `"knn"`.
+    """
+
+    classes: str = "machine"
+    embedding_dim: int = 128
+    scale: float = 30.0
+    margin: float = 0.5
+    score: str = "knn"
+    k: int = 1
+
+    def __post_init__(self):
+        if self.classes not in NORMAL_ONLY_CLASSES:
+            raise ValueError(f"classes must be one of {NORMAL_ONLY_CLASSES}, got {self.classes!r}.")
+        if self.score not in NORMAL_ONLY_SCORES:
+            raise ValueError(f"score must be one of {NORMAL_ONLY_SCORES}, got {self.score!r}.")
+        for name in ("embedding_dim", "k"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}.")
+        if self.scale <= 0:
+            raise ValueError(f"scale must be positive, got {self.scale}.")
+        if not 0.0 <= self.margin < 1.5:
+            raise ValueError(f"margin must lie in [0, 1.5) radians, got {self.margin}.")
+
+
 @dataclass
 class RunConfig:
     """Everything one training run is: the file written to `run_dir/config.json`.
@@ -638,6 +688,8 @@ class RunConfig:
         data, features, model, train, export: see their classes.
         synthetic: the recordings generated when `data.data_dir` is None.
         evaluation: how `pump_keras.evaluate` scores the run.
+        normal_only: our normal-only method (`data.protocol="normal_only"`
+            with an image model).
     """
 
     preset: str = "paper"
@@ -649,6 +701,7 @@ class RunConfig:
     export: ExportConfig = field(default_factory=ExportConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
+    normal_only: NormalOnlyConfig = field(default_factory=NormalOnlyConfig)
 
 
 def to_dict(config) -> dict:
@@ -671,6 +724,7 @@ __all__ = [
     "EfficientNetV2Options",
     "TrainConfig",
     "ExportConfig",
+    "NormalOnlyConfig",
     "RunConfig",
     "EvalConfig",
     "STRATEGIES",

@@ -54,9 +54,9 @@ class ArcMarginLogits(keras.layers.Layer):
         self.scale = float(scale)
         self.margin = float(margin)
 
-    def build(self, input_shape):
-        self.centers = self.add_weight(shape=(int(input_shape[-1]), self.classes), initializer="glorot_uniform",
-                                       name="centers")
+    def build(self, embeddings_shape, labels_shape=None):
+        self.centers = self.add_weight(shape=(int(embeddings_shape[-1]), self.classes),
+                                       initializer="glorot_uniform", name="centers")
 
     def cosine(self, embeddings):
         """`cos(theta_j)` between each embedding and each class centre, `[batch, classes]`."""
@@ -74,8 +74,8 @@ class ArcMarginLogits(keras.layers.Layer):
         one_hot = ops.one_hot(ops.reshape(ops.cast(labels, "int32"), (-1,)), self.classes, dtype=cosine.dtype)
         return ops.multiply(one_hot * target + (1.0 - one_hot) * cosine, self.scale)
 
-    def compute_output_shape(self, input_shape, labels_shape=None):
-        return (*input_shape[:-1], self.classes)
+    def compute_output_shape(self, embeddings_shape, labels_shape=None):
+        return (*embeddings_shape[:-1], self.classes)
 
     def get_config(self):
         return {**super().get_config(), "classes": self.classes, "scale": self.scale, "margin": self.margin}

@@ -28,6 +28,7 @@ from pump_keras.models import registry
 from pump_keras.run_dir import RunDirectory, check_manifest_paths
 from pump_keras.training import custom_loop, recipe, setup
 from pump_keras.training.autoencoder import train_autoencoders
+from pump_keras.training.id_embedding import train_id_embedding
 
 
 @dataclass
@@ -169,12 +170,17 @@ def train(config: RunConfig, log: Callable[[str], None] = print) -> TrainResult:
     """Runs (or resumes) the training run of `config`; see `RunDirectory` for its files.
 
     A model that takes frame vectors (the DCASE 2020 autoencoder) runs the
-    normal-only autoencoder protocol instead (`pump_keras.training.autoencoder`).
+    normal-only autoencoder protocol instead (`pump_keras.training.autoencoder`),
+    and an image model under `data.protocol="normal_only"` our machine-id
+    method (`pump_keras.training.id_embedding`).
     """
     setup.configure_runtime(config.train)
     if registry.model_inputs(config.model.name) == "frames":
         result, files, trained = train_autoencoders(config, synthetic_data_dir, log)
         return TrainResult(config.run_dir, trained * config.train.epochs, 0, result, files)
+    if config.data.protocol == "normal_only":
+        result, files, epochs_run = train_id_embedding(config, synthetic_data_dir, log)
+        return TrainResult(config.run_dir, epochs_run, config.train.epochs - epochs_run, result, files)
     strategy = setup.make_strategy(config.train)
     allocator = setup.cpu_allocator_in_use()
     if allocator != config.train.cpu_allocator:

@@ -68,7 +68,7 @@ def test_presets_are_fresh_copies():
     first = preset("quick")
     first.train.epochs = 1
     assert preset("quick").train.epochs != 1
-    assert set(PRESETS) == {"paper", "paper_pretrain", "quick", "dcase2020_ae"}
+    assert set(PRESETS) == {"paper", "paper_pretrain", "quick", "dcase2020_ae", "normal_only"}
 
 
 def test_file_then_overrides(tmp_path):
@@ -94,7 +94,7 @@ def test_json_round_trip():
 
 
 @pytest.mark.parametrize("arguments, message", [
-    (("fast", None, []), "Unknown preset 'fast'; available: dcase2020_ae, paper, paper_pretrain, quick"),
+    (("fast", None, []), "Unknown preset 'fast'; available: dcase2020_ae, normal_only, paper, paper_pretrain, quick"),
     (("quick", None, ["train.epoch=3"]), "Unknown option train.epoch"),
     (("quick", None, ["trainer.epochs=3"]), "Unknown option trainer"),
     (("quick", None, ["train.epochs=three"]), "train.epochs must be int"),

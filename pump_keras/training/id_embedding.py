@@ -1,0 +1,248 @@
+"""Our normal-only method: learn to tell machines apart from normal clips, score how badly a clip fits its own.
+
+The run's image backbone (`model`, e.g. the improved-CBAM EfficientNetV2)
+gets an embedding (Dense + BatchNorm on its pooled features, where its logit
+was) and an ArcFace head (`pump_keras.layers.angular_margin`) over the
+training split's machines (`normal_only.classes`). It is trained on normal
+clips only, with the run's optimizer, schedule and time roll, MixUp on the
+one-hot classes when `train.mixup_alpha` is set. A clip's anomaly score
+(`normal_only.score`) is the mean cosine distance from its embedding to the
+k nearest embeddings of its machine's training clips, or `-log p(own class)`
+under the head. Each machine's threshold and the test metrics come from
+`pump_keras.training.normal_only`.
+
+Files: `best.keras` (the classifier, label input included), `embedder.keras`
+(images to embeddings) and `reference_embeddings.npz` (the training clips'
+embeddings and machines: what "k nearest" searches). Training resumes from
+the last completed epoch (`keras.callbacks.BackupAndRestore` under `backup/`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from typing import Callable, Dict, List, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from pump_keras.config import RunConfig, replace
+from pump_keras.data.index import machine_group
+from pump_keras.data.pipeline import make_dataset
+from pump_keras.data.prepare import prepare_splits
+from pump_keras.data.split import describe_splits, write_manifest
+from pump_keras.errors import TrainingError
+from pump_keras.files import atomic_write_bytes
+from pump_keras.layers.angular_margin import ArcMarginLogits, l2_normalize
+from pump_keras.layers.standardization import with_row_standardization
+from pump_keras.models import build
+from pump_keras.run_dir import RunDirectory
+from pump_keras.training import normal_only, recipe, setup
+from pump_keras.training.normal_only import by_group, check_validation_clips, write_outputs
+
+SCORE_NAMES = {"knn": "cosine distance to the nearest training embeddings of the clip's machine",
+               "neg_log_prob": "-log p(own machine) under the ArcFace head"}
+EMBEDDER = "embedder.keras"
+REFERENCES = "reference_embeddings.npz"
+BACKUP = "backup"
+
+
+def class_name(record, classes: str) -> str:
+    """The head's class of a clip: its machine, plus domain and attributes with `"machine_attributes"`."""
+    name = machine_group(record)
+    if classes == "machine_attributes" and (record.domain or record.attributes):
+        name += f"/{record.domain or '-'}/{record.attributes}"
+    return name
+
+
+def build_id_classifier(config: RunConfig, classes: int):
+    """`(classifier, embedder)`: images and labels to ArcFace logits, and images to embeddings.
+
+    The embedding replaces the backbone's logit: a Dense layer and a
+    BatchNorm on what the logit read (the pooled features, after dropout).
+    """
+    backbone = build(config.model.name, **setup.model_options(config.model, config.features.input_shape))
+    pooled = backbone.get_layer("logit").input
+    x = keras.layers.Dense(config.normal_only.embedding_dim, name="embedding")(pooled)
+    embedding = keras.layers.BatchNormalization(name="embedding_bn", dtype="float32")(x)
+    embedder = keras.Model(backbone.input, embedding, name="embedder")
+    if config.model.input_standardization:
+        embedder = with_row_standardization(embedder)
+    labels = keras.Input(shape=(), dtype="int32", name="labels")
+    logits = ArcMarginLogits(classes, config.normal_only.scale, config.normal_only.margin, name="arcface")(
+        embedder.output, labels)
+    return keras.Model([embedder.input, labels], logits, name="id_classifier"), embedder
+
+
+def split_images(records: Sequence, config: RunConfig, data_config, cache_dir: str, name: str) -> np.ndarray:
+    """Every clip's backbone image, in record order, as one array (the splits here are a few hundred clips)."""
+    dataset = make_dataset(records, config.features, data_config, training=False, cache_dir=cache_dir, name=name)
+    return np.concatenate([images.numpy() for images, _ in dataset])
+
+
+def training_batches(images: np.ndarray, class_ids: np.ndarray, classes: int, config: RunConfig) -> tf.data.Dataset:
+    """Shuffled batches `((images, labels), one-hot targets)`, rolled in time and mixed as the recipe says."""
+    seed = config.train.seed
+    dataset = tf.data.Dataset.from_tensor_slices((images, class_ids.astype(np.int32)))
+    dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True).repeat()
+    dataset = dataset.batch(config.data.batch_size, drop_remainder=len(images) >= config.data.batch_size)
+    alpha = config.train.mixup_alpha
+
+    def augment(step, batch):
+        batch_images, batch_ids = batch
+        targets = tf.one_hot(batch_ids, classes)
+        if config.train.time_roll:
+            batch_images = recipe.roll_time(batch_images, tf.stack([tf.cast(seed, tf.int64), step]))
+        if alpha:
+            # MixUp on the one-hot classes; the ArcFace margin goes to the larger share's class.
+            weights = tf.random.stateless_gamma([tf.shape(batch_ids)[0], 2], tf.stack([step, tf.cast(seed, tf.int64)]),
+                                                alpha=alpha)
+            lam = weights[:, :1] / tf.reduce_sum(weights, axis=1, keepdims=True)
+            order = tf.reverse(tf.range(tf.shape(batch_ids)[0]), [0])
+            batch_images = (lam[:, :, None, None] * batch_images
+                            + (1 - lam[:, :, None, None]) * tf.gather(batch_images, order))
+            targets = lam * targets + (1 - lam) * tf.gather(targets, order)
+            batch_ids = tf.argmax(targets, axis=1, output_type=tf.int32)
+        return (batch_images, batch_ids), targets
+
+    return dataset.enumerate().map(augment).prefetch(2)
+
+
+def knn_scores(embeddings: np.ndarray, references: np.ndarray, k: int) -> np.ndarray:
+    """The mean cosine distance of each embedding to its `k` nearest `references`."""
+    cosine = keras.ops.convert_to_numpy(keras.ops.matmul(l2_normalize(embeddings), keras.ops.transpose(
+        l2_normalize(references))))
+    nearest = np.sort(1.0 - cosine, axis=1)[:, :min(k, len(references))]
+    return nearest.mean(axis=1).astype(np.float64)
+
+
+def neg_log_prob_scores(logits: np.ndarray, class_names: Sequence[str], machines: Sequence[str]) -> np.ndarray:
+    """`-log p(own machine)` per clip: the softmax of `logits` summed over the classes of the clip's machine.
+
+    A class name starts with its machine ("pump/id_00", then "/domain/attributes"
+    with `classes="machine_attributes"`), so a clip of an attribute never
+    trained on is still scored against its machine.
+    """
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    probs = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
+    owner = np.array(["/".join(name.split("/")[:2]) for name in class_names])
+    own = np.array([probs[i, owner == machine].sum() for i, machine in enumerate(machines)])
+    return -np.log(np.maximum(own, 1e-30)).astype(np.float64)
+
+
+def train_id_embedding(config: RunConfig, synthetic_data_dir: Callable, log: Callable[[str], None] = print):
+    """Runs (or resumes) the run of `config`; returns `(metrics, files, epochs run now)`."""
+    normal_only.check_config(config)
+    run = RunDirectory(config.run_dir)
+    resuming = run.check(config)
+    data_config = config.data
+    if data_config.data_dir is None and data_config.split_file is None:
+        data_config = replace(data_config, data_dir=synthetic_data_dir(config, run, log))
+    splits = prepare_splits(data_config, config.features, run.path if resuming else None)
+    log(describe_splits(splits))
+    groups = {name: by_group(splits[name]) for name in ("train", "val", "test")}
+    check_validation_clips(config, groups)
+    class_names = sorted({class_name(r, config.normal_only.classes) for r in splits["train"]})
+    if len(class_names) < 2:
+        raise TrainingError(f"The training split holds one machine ({class_names[0]}): telling machines apart "
+                            "needs at least two (add recordings of another machine or id, or use the "
+                            "dcase2020_ae preset, which models each machine alone).")
+    if not resuming:
+        os.makedirs(run.path, exist_ok=True)
+        run.write_config(config)
+        write_manifest(run.file(RunDirectory.MANIFEST), splits)
+
+    cache_dir = run.file(RunDirectory.CACHE)
+    images = {name: split_images(splits[name], config, data_config, cache_dir, name) for name in splits if splits[name]}
+    class_ids = np.array([class_names.index(class_name(r, config.normal_only.classes)) for r in splits["train"]])
+    unknown = sorted({machine_group(r) for r in splits["test"]} - {machine_group(r) for r in splits["train"]})
+    if unknown:
+        raise TrainingError(f"Test clips of {', '.join(unknown)}, which has no training clips: a clip is scored "
+                            "against its own machine's normal sounds.")
+    classifier, embedder = build_id_classifier(config, len(class_names))
+    previous = _previous_history(run)
+    if len(previous) >= config.train.epochs and run.exists(RunDirectory.BEST):
+        log(f"{run.file(RunDirectory.BEST)} holds all {config.train.epochs} epochs; not trained again.")
+        classifier.load_weights(run.file(RunDirectory.BEST))
+    else:
+        if setup.fit_input_statistics(classifier, (images["train"][i:i + 64] for i in range(0, len(class_ids), 64))):
+            log("Input standardisation fitted on the training split.")
+        _fit(classifier, images["train"], class_ids, len(class_names), config, run, previous, log)
+        run.save_model(classifier, RunDirectory.BEST)
+    run.save_model(embedder, EMBEDDER)
+    embeddings = {name: embedder.predict(images[name], batch_size=config.data.batch_size, verbose=0)
+                  for name in images}
+    _write_references(run, embeddings["train"], splits["train"])
+    scores = {name: _scores(config, classifier, embedder, embeddings, splits, images, name, class_names)
+              for name in ("val", "test")}
+    result = write_outputs(run, config, groups, scores, SCORE_NAMES[config.normal_only.score])
+    result["classes"] = class_names
+    run.write_json(RunDirectory.METRICS, result)
+    files = {name: run.file(name) for name in (
+        RunDirectory.CONFIG, RunDirectory.MANIFEST, RunDirectory.BEST, EMBEDDER, REFERENCES, RunDirectory.HISTORY,
+        RunDirectory.METRICS, RunDirectory.THRESHOLD, RunDirectory.DCASE_RESULTS)}
+    return result, files, max(0, config.train.epochs - len(previous))
+
+
+def _fit(classifier, images: np.ndarray, class_ids: np.ndarray, classes: int, config: RunConfig,
+         run: RunDirectory, previous: List[dict], log: Callable[[str], None]) -> None:
+    """Trains `classifier`, resuming from `backup/`; `previous` is the history already written."""
+    steps = max(1, len(images) // config.data.batch_size)
+    keras.utils.set_random_seed(config.train.seed)
+    classifier.compile(optimizer=recipe.make_optimizer(config.train, steps),
+                       loss=keras.losses.CategoricalCrossentropy(from_logits=True,
+                                                                 label_smoothing=config.train.label_smoothing),
+                       metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+                       jit_compile=config.train.jit_compile)
+    backup = keras.callbacks.BackupAndRestore(run.file(BACKUP))
+    rows = {row["epoch"]: row for row in previous}
+
+    class _History(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            rows[epoch + 1] = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
+            run.write_history([rows[e] for e in sorted(rows)])
+
+    log(f"Learning {classes} machine classes from {len(images)} normal clips ({config.train.epochs} epochs)...")
+    classifier.fit(training_batches(images, class_ids, classes, config), steps_per_epoch=steps,
+                   epochs=config.train.epochs, callbacks=[backup, _History()], verbose=config.train.verbose)
+
+
+def _previous_history(run: RunDirectory) -> List[dict]:
+    """The rows of `history.csv` written before this process started (a resumed run), else none."""
+    path = run.file(RunDirectory.HISTORY)
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="", encoding="utf-8") as handle:
+        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in csv.DictReader(handle)]
+
+
+def _write_references(run: RunDirectory, embeddings: np.ndarray, records: Sequence) -> None:
+    buffer = io.BytesIO()
+    np.savez(buffer, embeddings=embeddings.astype(np.float32),
+             machines=np.array([machine_group(r) for r in records]))
+    atomic_write_bytes(run.file(REFERENCES), buffer.getvalue())
+
+
+def _scores(config: RunConfig, classifier, embedder, embeddings: Dict[str, np.ndarray], splits: dict,
+            images: dict, name: str, class_names: List[str]) -> Dict[str, np.ndarray]:
+    """`{machine: scores}` of split `name`, in the order of `by_group`."""
+    records = splits[name]
+    machines = np.array([machine_group(r) for r in records])
+    train_machines = np.array([machine_group(r) for r in splits["train"]])
+    if config.normal_only.score == "knn":
+        all_scores = np.zeros(len(records))
+        for group in np.unique(machines):
+            members = machines == group
+            all_scores[members] = knn_scores(embeddings[name][members], embeddings["train"][train_machines == group],
+                                             config.normal_only.k)
+    else:
+        head = classifier.get_layer("arcface")
+        logits = keras.ops.convert_to_numpy(head(keras.ops.convert_to_tensor(embeddings[name])))
+        all_scores = neg_log_prob_scores(logits, class_names, machines)
+    return {group: all_scores[machines == group] for group in np.unique(machines)}
+
+
+__all__ = ["SCORE_NAMES", "EMBEDDER", "REFERENCES", "class_name", "build_id_classifier", "knn_scores",
+           "neg_log_prob_scores", "train_id_embedding"]

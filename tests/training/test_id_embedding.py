@@ -1,0 +1,80 @@
+"""Our normal-only method: machine-id classes, ArcFace training, embedding scores, outputs, resume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from pump_keras.config import SyntheticConfig, load_config, replace
+from pump_keras.data.index import ClipRecord
+from pump_keras.errors import TrainingError
+from pump_keras.training import id_embedding
+from pump_keras.training.loop import train
+
+pytestmark = pytest.mark.slow
+
+
+def small_config(tmp_path, *overrides):
+    """The normal_only preset at test size: 64 x 32 images, 4 epochs, 1-second clips of two pumps."""
+    config = load_config("normal_only", overrides=[
+        "train.epochs=4", "train.verbose=0", "data.batch_size=8", "features.image_size=64", "features.image_width=32",
+        "data.split_ratios=[0.5,0.3,0.2]", *overrides])
+    return replace(config, run_dir=str(tmp_path / "run"),
+                   synthetic=SyntheticConfig(clips_per_class=14, abnormal_clips_per_id=4, seconds=1.0,
+                                             machine_ids=("00", "02"), channels=1))
+
+
+def test_run_scores_every_machine_writes_its_files_and_resumes(tmp_path):
+    result = train(small_config(tmp_path), log=lambda line: None)
+    run = tmp_path / "run"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["classes"] == ["pump/id_00", "pump/id_02"] and metrics["protocol"] == "normal_only"
+    assert metrics["score"] == id_embedding.SCORE_NAMES["knn"]
+    assert 0.0 <= metrics["test"]["auc"] <= 1.0 and set(metrics["test_per_machine_id"]) == set(metrics["classes"])
+    assert set(json.loads((run / "threshold.json").read_text())["machines"]) == set(metrics["classes"])
+    references = np.load(run / "reference_embeddings.npz")
+    assert references["embeddings"].shape[1] == 128 and len(references["machines"]) == len(references["embeddings"])
+    assert (run / "report" / "dcase" / "result.csv").read_text().startswith("pump\n")
+    assert (run / "embedder.keras").exists() and not (run / "backup").exists()
+    assert result.epochs_run == 4 and len((run / "history.csv").read_text().splitlines()) == 1 + 4
+    lines = []
+    again = train(small_config(tmp_path), log=lines.append)
+    assert again.epochs_run == 0 and any("not trained again" in line for line in lines)
+    assert again.metrics["test"] == pytest.approx(metrics["test"])
+
+
+def test_neg_log_prob_score_and_mixup(tmp_path):
+    result = train(small_config(tmp_path, "normal_only.score=neg_log_prob", "train.mixup_alpha=0.2"),
+                   log=lambda line: None)
+    assert result.metrics["score"] == id_embedding.SCORE_NAMES["neg_log_prob"]
+    assert np.isfinite(result.metrics["test"]["auc"])
+
+
+def test_one_machine_cannot_be_told_apart(tmp_path):
+    config = small_config(tmp_path)
+    config = replace(config, synthetic=replace(config.synthetic, machine_ids=("00",)))
+    with pytest.raises(TrainingError, match="needs at least two"):
+        train(config, log=lambda line: None)
+
+
+def test_knn_score_is_the_cosine_distance_to_the_nearest_references():
+    references = np.array([[1.0, 0.0], [0.0, 1.0]])
+    embeddings = np.array([[2.0, 0.0], [1.0, 1.0], [-1.0, 0.0]])
+    np.testing.assert_allclose(id_embedding.knn_scores(embeddings, references, k=1), [0.0, 1 - 2 ** -0.5, 1.0],
+                               atol=1e-6)
+    np.testing.assert_allclose(id_embedding.knn_scores(embeddings, references, k=5)[0], 0.5, atol=1e-6)
+
+
+def test_neg_log_prob_sums_the_classes_of_the_clips_machine():
+    names = ["pump/id_00/source/a", "pump/id_00/target/b", "pump/id_02"]
+    logits = np.log(np.array([[0.2, 0.3, 0.5]]))
+    np.testing.assert_allclose(id_embedding.neg_log_prob_scores(logits, names, ["pump/id_00"]), [-np.log(0.5)])
+
+
+def test_class_names_with_attributes():
+    record = ClipRecord(path="/x.wav", label=0, machine="pump", machine_id="01", snr_db=None, clip_key="k",
+                        domain="target", attributes="vel_6", id_kind="section")
+    assert id_embedding.class_name(record, "machine") == "pump/section_01"
+    assert id_embedding.class_name(record, "machine_attributes") == "pump/section_01/target/vel_6"
