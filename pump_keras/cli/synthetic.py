@@ -8,6 +8,7 @@ import time
 from typing import Optional, Sequence
 
 from pump_keras.config import SyntheticConfig
+from pump_keras.config.schema import SYNTHETIC_LAYOUTS
 from pump_keras.data.synthetic import generate_dataset
 
 
@@ -16,7 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = SyntheticConfig()
     parser = argparse.ArgumentParser(
         prog="python -m pump_keras.data.synthetic",
-        description="Write synthetic pump recordings in the MIMII layout.",
+        description="Write synthetic pump recordings in the MIMII layout (or a DCASE one, --layout).",
     )
     parser.add_argument("--out", required=True, help="output folder (created if missing)")
     parser.add_argument("--clips-per-class", type=int, default=defaults.clips_per_class,
@@ -33,6 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="make every fault this many dB stronger (default %(default)s)")
     parser.add_argument("--machine-ids", nargs="+", default=list(defaults.machine_ids),
                         help=f"machine ids (default {' '.join(defaults.machine_ids)})")
+    parser.add_argument("--layout", choices=SYNTHETIC_LAYOUTS, default=defaults.layout,
+                        help="mimii (SNR folders), dcase2020 (train/ and test/) or dcase2021 (sections, a "
+                             "source and a speed-shifted target domain); the DCASE layouts are mono, one SNR")
+    parser.add_argument("--target-speed-shift", type=float, default=defaults.target_speed_shift,
+                        help="dcase2021: the target domain's shaft runs this fraction faster (default %(default)s)")
     return parser
 
 
@@ -45,7 +51,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             clips_per_class=args.clips_per_class, seconds=args.seconds,
             abnormal_clips_per_id=args.abnormal_clips_per_id,
             snr_db=tuple(args.snr_db), seed=args.seed, machine_ids=tuple(args.machine_ids),
-            fault_boost_db=args.fault_boost_db,
+            fault_boost_db=args.fault_boost_db, layout=args.layout, target_speed_shift=args.target_speed_shift,
         )
         start = time.perf_counter()
         paths = generate_dataset(args.out, config, log=print)

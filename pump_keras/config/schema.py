@@ -13,6 +13,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 FEATURE_KINDS = ("spectrogram", "mel", "log_frequency", "linear_frequency")
 NORMALIZATIONS = ("fixed_db", "clip")
 PROTOCOLS = ("supervised", "normal_only")
+SYNTHETIC_LAYOUTS = ("mimii", "dcase2020", "dcase2021")
 
 # Fixed dB windows mapped onto [0, 1] by the image step, per feature kind.
 # The absolute kinds (`spectrogram`, `mel`) are referenced to full scale
@@ -244,6 +245,15 @@ class SyntheticConfig:
         fault_boost_db: makes every fault this much stronger (added to the
             dB severities; the clogging speed drop scaled by the same
             amplitude factor). 0 keeps the default, often subtle faults.
+        layout: `"mimii"` (SNR folders, `normal`/`abnormal`), `"dcase2020"`
+            (the DCASE 2020 development set's `train/` and `test/`) or
+            `"dcase2021"` (sections with a source and a speed-shifted target
+            domain); the DCASE layouts are mono and take one SNR
+            (`pump_keras.data.synthetic_layouts`).
+        target_speed_shift: `"dcase2021"`: the target domain's shaft runs
+            this fraction faster.
+        target_train_clips: `"dcase2021"`: normal target-domain training
+            clips per section (DCASE 2021 gives three).
     """
 
     clips_per_class: int = 10
@@ -255,6 +265,9 @@ class SyntheticConfig:
     channels: int = 8
     fault_boost_db: float = 0.0
     abnormal_clips_per_id: Optional[int] = None
+    layout: str = "mimii"
+    target_speed_shift: float = 0.12
+    target_train_clips: int = 3
 
     def __post_init__(self):
         if self.clips_per_class <= 0:
@@ -267,6 +280,14 @@ class SyntheticConfig:
             raise ValueError(f"channels must be positive, got {self.channels}.")
         self.snr_db = tuple(float(v) for v in self.snr_db)
         self.machine_ids = tuple(f"{int(v):02d}" for v in self.machine_ids)
+        if self.layout not in SYNTHETIC_LAYOUTS:
+            raise ValueError(f"layout must be one of {SYNTHETIC_LAYOUTS}, got {self.layout!r}.")
+        if self.layout != "mimii" and len(self.snr_db) != 1:
+            raise ValueError(f"The {self.layout} layout has no SNR folders: give one snr_db, got {self.snr_db}.")
+        if not -0.5 < self.target_speed_shift < 0.5:
+            raise ValueError(f"target_speed_shift must lie in (-0.5, 0.5), got {self.target_speed_shift}.")
+        if self.target_train_clips < 0:
+            raise ValueError(f"target_train_clips must be >= 0, got {self.target_train_clips}.")
 
 
 STRATEGIES = ("auto", "mirrored", "multiworker")
@@ -728,6 +749,8 @@ __all__ = [
     "RunConfig",
     "EvalConfig",
     "STRATEGIES",
+    "PROTOCOLS",
+    "SYNTHETIC_LAYOUTS",
     "MIXED_PRECISION",
     "to_dict",
     "replace",

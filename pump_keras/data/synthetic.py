@@ -1,4 +1,4 @@
-"""Synthetic pump recordings in the MIMII layout.
+"""Synthetic pump recordings in the MIMII layout (and the DCASE layouts, `pump_keras.data.synthetic_layouts`).
 
 `generate_dataset` writes
 
@@ -93,6 +93,7 @@ leaves it byte-identical, and other files in the output folder are left alone.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -104,6 +105,7 @@ from scipy import fft as sp_fft, signal
 
 from pump_keras.audio.wavfile import write_wav
 from pump_keras.config import SyntheticConfig
+from pump_keras.data.synthetic_layouts import dcase_jobs
 
 LABELS = ("normal", "abnormal")
 LABEL_CODES = {"normal": 0, "abnormal": 1}
@@ -810,12 +812,15 @@ def synthesize_clip(machine_id: str, label: str, index: int, config: SyntheticCo
     return pump + background
 
 
-def _parts_unscaled(machine_id: str, label: str, index: int,
-                    config: SyntheticConfig) -> Tuple[np.ndarray, np.ndarray, float]:
+def _parts_unscaled(machine_id: str, label: str, index: int, config: SyntheticConfig,
+                    speed_factor: float = 1.0) -> Tuple[np.ndarray, np.ndarray, float]:
     """The pump at its level, the unit-power background (each [frames, channels]
-    float32), and the recording's SNR offset from its folder's nominal SNR."""
+    float32), and the recording's SNR offset from its folder's nominal SNR.
+    `speed_factor` scales the shaft speed (a shifted operating condition)."""
     validate_config(config)
     params = draw_clip_params(machine_id, label, index, config)
+    if speed_factor != 1.0:
+        params = dataclasses.replace(params, shaft_hz=params.shaft_hz * speed_factor)
     streams = clip_streams(params.machine_id, label, index, config.seed)
     pump = render_pump(params, config, streams["pump_noise"])
     background = render_background(config, streams["background"])
@@ -882,6 +887,8 @@ def generate_dataset(out_dir: str, config: SyntheticConfig,
     out_dir = os.fspath(out_dir)
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ValueError(f"Output path {out_dir!r} exists and is not a folder.")
+    if config.layout != "mimii":
+        return _generate_dcase_tree(out_dir, config, log)
     written = []
     started = time.perf_counter()
     total = sum(clips_of_class(config, label) for label in LABELS) * len(config.machine_ids) * len(config.snr_db)
@@ -898,6 +905,20 @@ def generate_dataset(out_dir: str, config: SyntheticConfig,
             log(f"Synthetic recordings: id_{machine_id} done, {len(written)}/{total} files "
                 f"({time.perf_counter() - started:.0f} s).")
     return sorted(written)
+
+
+def _generate_dcase_tree(out_dir: str, config: SyntheticConfig, log: Optional[Callable[[str], None]]) -> List[str]:
+    """Writes the DCASE tree of `config.layout` (mono: the first microphone) under `out_dir`."""
+    jobs = dcase_jobs(out_dir, config)
+    started = time.perf_counter()
+    for number, job in enumerate(jobs, start=1):
+        pump, background, offset_db = _parts_unscaled(job.machine_id, job.label, job.index, config, job.speed_factor)
+        clip = sum(_mix_parts(pump, background, config.snr_db[0] + offset_db))
+        write_wav(job.path, to_int16(clip[:, :1]), config.sample_rate)
+        if log is not None and (number == len(jobs) or jobs[number].machine_id != job.machine_id):
+            log(f"Synthetic {config.layout} recordings: id_{job.machine_id} done, {number}/{len(jobs)} files "
+                f"({time.perf_counter() - started:.0f} s).")
+    return sorted(job.path for job in jobs)
 
 
 __all__ = [

@@ -1,5 +1,6 @@
 """Tests of the synthetic MIMII-layout pump recordings."""
 
+import collections
 import os
 import struct
 
@@ -10,7 +11,9 @@ from scipy.io import wavfile as scipy_wavfile
 from pump_keras.audio.wavfile import WAVE_FORMAT_EXTENSIBLE, WAVE_FORMAT_PCM, read_wav_header
 from pump_keras.cli import synthetic as synthetic_cli
 from pump_keras.config import SyntheticConfig
-from pump_keras.data import synthetic
+from pump_keras.data import synthetic, synthetic_layouts
+from pump_keras.data.index import index_dataset
+from pump_keras.data.split import split_normal_only
 
 SMALL = SyntheticConfig(clips_per_class=2, seconds=0.5, snr_db=(0.0, -6.0), seed=7)
 
@@ -258,3 +261,48 @@ def test_abnormal_is_learnable_but_loudness_is_not_enough():
     # Default-strength faults under a varying background: learnable, not easy.
     assert _auc(labels, scores) > 0.65
     assert abs(_auc(labels, rms) - 0.5) < 0.25
+
+
+def test_dcase2020_tree_keeps_anomalies_out_of_train(tmp_path):
+    config = SyntheticConfig(clips_per_class=8, abnormal_clips_per_id=3, seconds=0.25, machine_ids=("00", "02"),
+                             layout="dcase2020")
+    paths = synthetic.generate_dataset(str(tmp_path), config)
+    records = index_dataset(tmp_path)
+    assert len(paths) == len(records) == 2 * (8 + 3)
+    counts = collections.Counter((r.subset, r.label) for r in records)
+    assert counts == {("train", 0): 2 * 5, ("test", 0): 2 * 3, ("test", 1): 2 * 3}
+    assert {read_wav_header(p).channels for p in paths} == {1}
+    assert os.path.relpath(paths[0], tmp_path) == os.path.join("dev_data", "pump", "test",
+                                                               "anomaly_id_00_00000000.wav")
+
+
+def test_dcase2021_tree_has_a_speed_shifted_target_domain(tmp_path):
+    config = SyntheticConfig(clips_per_class=8, abnormal_clips_per_id=3, seconds=0.25, machine_ids=("00", "02"),
+                             layout="dcase2021", target_speed_shift=0.2, target_train_clips=2)
+    synthetic.generate_dataset(str(tmp_path), config)
+    records = index_dataset(tmp_path)
+    counts = collections.Counter((r.machine_id, r.subset, r.domain, r.label) for r in records)
+    assert counts[("01", "train", "source", 0)] == 5 and counts[("01", "train", "target", 0)] == 2
+    assert counts[("01", "test", "target", 1)] == 3 and counts[("00", "test", "source", 0)] == 3
+    assert {r.attributes for r in records if r.domain == "target"} == {"speed_1.20"}
+    factors = {job.speed_factor for job in synthetic_layouts.dcase2021_jobs(str(tmp_path), config)}
+    assert factors == {1.0, 1.2}
+    # The target pump is another recording, and its shaft runs 20 % faster.
+    source = synthetic.draw_clip_params("00", "normal", 0, config)
+    target = synthetic.draw_clip_params("00", "normal", synthetic_layouts.TARGET_INDEX_OFFSET, config)
+    assert source.shaft_hz != target.shaft_hz
+    splits = split_normal_only(records, (0.8, 0.2, 0.0))
+    assert {r.domain for r in splits["test"]} == {"source", "target"} and {r.label for r in splits["train"]} == {0}
+
+
+@pytest.mark.parametrize("options, pattern", [({"layout": "dcase2023"}, "layout must be one of"),
+                                              ({"layout": "dcase2020", "snr_db": (0.0, 6.0)}, "give one snr_db")])
+def test_dcase_layout_settings_are_checked(options, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        SyntheticConfig(**options)
+
+
+def test_cli_writes_a_dcase_tree(tmp_path, capsys):
+    assert synthetic_cli.main(["--out", str(tmp_path), "--clips-per-class", "4", "--seconds", "0.25",
+                               "--machine-ids", "00", "--layout", "dcase2021"]) == 0
+    assert (tmp_path / "dcase2021" / "pump" / "target_test").is_dir()
