@@ -14,8 +14,10 @@ Conditions: the learning benchmark's recordings (`benchmarks/learning.py`,
 the generator at its default fault strength, 4 pump ids) at SNR 6, 0 and
 -6 dB, each seed with new recordings, a new split and new weights. The
 split: each id's normal recordings 6:2:2 (train, val, test), every abnormal
-clip in test. (A condition with a domain-shifted target, DCASE 2021 style,
-needs the generator's DCASE trees, which it does not write yet.)
+clip in test. `target_shift`: the generator's DCASE 2021 tree at 0 dB (the
+same counts, mono), whose target domain runs 12 % faster and has three
+normal training clips per section; train and val come from `train/` (3:1),
+and the test split is the target domain's test clips.
 
 Prints per condition the AUC and pAUC (means over ids, then mean +- std over
 seeds), per id the mean AUC of each, and ends with
@@ -42,7 +44,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import learning  # noqa: E402  (the learning benchmark's recordings and conditions)
 
-CONDITIONS = ("snr6", "snr0", "snr-6")
+CONDITIONS = ("snr6", "snr0", "snr-6", "target_shift")
 MODELS = {"ours": "normal_only", "dcase_ae": "dcase2020_ae"}
 
 
@@ -53,11 +55,31 @@ def condition_split(out: str, condition: str, seed: int) -> str:
 
     path = os.path.join(out, "splits", f"{condition}-seed{seed}.csv")
     if not os.path.exists(path):
-        snr_db, _ = learning.CONDITIONS[condition]
-        records = index_dataset(learning.data_folder(out, snr_db, seed))
+        if condition == "target_shift":
+            splits = split_normal_only(index_dataset(dcase2021_folder(out, seed)), learning.SPLIT_RATIOS, seed=seed)
+            splits["test"] = [r for r in splits["test"] if r.domain == "target"]
+        else:
+            snr_db, _ = learning.CONDITIONS[condition]
+            records = index_dataset(learning.data_folder(out, snr_db, seed))
+            splits = split_normal_only(records, learning.SPLIT_RATIOS, seed=seed)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        write_manifest(path, split_normal_only(records, learning.SPLIT_RATIOS, seed=seed))
+        write_manifest(path, splits)
     return path
+
+
+def dcase2021_folder(out: str, seed: int) -> str:
+    """The generator's DCASE 2021-style tree (0 dB, the learning benchmark's counts), written once."""
+    from pump_keras.config import SyntheticConfig
+    from pump_keras.data.synthetic import generate_dataset
+
+    folder = os.path.join(out, "data", f"dcase2021-seed{seed}")
+    marker = os.path.join(folder, "done.json")
+    if not os.path.exists(marker):
+        generate_dataset(folder, SyntheticConfig(**learning.SYNTHETIC, snr_db=(0.0,), seed=seed, channels=1,
+                                                 layout="dcase2021"))
+        with open(marker, "w", encoding="utf-8") as handle:
+            json.dump({"seed": seed, "layout": "dcase2021"}, handle)
+    return folder
 
 
 def train_model(out: str, condition: str, seed: int, model: str, user_set, log) -> dict:
