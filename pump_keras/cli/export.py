@@ -17,8 +17,11 @@ def main(argv=None) -> int:
     parser.add_argument("--run-dir", required=True)
     parser.add_argument("--out", required=True, help="the model folder, e.g. saved_models/pump_anomaly")
     parser.add_argument("--version", type=int, help="version number (default: the next free one)")
+    parser.add_argument("--machine", help="normal-only runs: the machine the model serves, e.g. pump/id_00 "
+                                          "(default: the run's export.machine, or its only machine)")
     args = parser.parse_args(argv)
-    path = export_run(args.run_dir, args.out, args.version, log=lambda line: print(line, file=sys.stderr, flush=True))
+    path = export_run(args.run_dir, args.out, args.version, log=lambda line: print(line, file=sys.stderr, flush=True),
+                      machine=args.machine)
     print(path)
     return 0
 

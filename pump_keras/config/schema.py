@@ -588,6 +588,9 @@ class ExportConfig:
             clip whose length differs from the training clips' (recorded in
             the export) by more than this fraction of it; such a clip is
             still scored whole, as one clip.
+        machine: a normal-only run scores each clip against one machine's
+            normal sounds, so its SavedModel serves one machine: this one
+            ("pump/id_00"); `None` takes the run's only machine.
     """
 
     enabled: bool = True
@@ -595,6 +598,7 @@ class ExportConfig:
     name: str = "pump_anomaly"
     version: Optional[int] = None
     clip_length_tolerance: float = 0.1
+    machine: Optional[str] = None
 
     def __post_init__(self):
         if self.version is not None and int(self.version) < 1:

@@ -52,9 +52,10 @@ from pump_keras.config import DataConfig, FeatureConfig, RunConfig, to_dict
 from pump_keras.data.split import ManifestError, read_manifest
 from pump_keras.deploy.model_info import METADATA_NAME, ModelInfoError, is_synthetic, read_model_info
 from pump_keras.deploy.serving_warmup import WARMUP_FILE, warmup_clip, write_warmup_file
-from pump_keras.errors import ExportError, WavFormatError
+from pump_keras.errors import ExportError, TrainingError, WavFormatError
 from pump_keras.models import load_model, model_inputs
 from pump_keras.run_dir import RunDirectory, load_run_config
+from pump_keras.training.id_embedding import machine_scorer
 
 Log = Callable[[str], None]
 PIXEL_SLACK = 1e-6  # how far outside [0, 1] `serving_images` still takes a pixel
@@ -335,10 +336,28 @@ def check_exportable(config: RunConfig, run_dir: str = "this run") -> None:
                           "scores from report/dcase/.")
 
 
-def export_run(run_dir: str, model_dir: str, version: Optional[int] = None, log: Log = _quiet) -> str:
-    """Exports a run's best model with its threshold, feature config and provenance; returns the version folder."""
+def export_run(run_dir: str, model_dir: str, version: Optional[int] = None, log: Log = _quiet,
+               machine: Optional[str] = None) -> str:
+    """Exports a run's best model with its threshold, feature config and provenance; returns the version folder.
+
+    A normal-only run exports the scorer of one machine (`machine`, else
+    `export.machine`, else the run's only one): its embedder and that
+    machine's reference embeddings and threshold (`machine_scorer`), so the
+    SavedModel's `anomaly_score` is above 0.5 exactly where the run's
+    per-machine threshold flags a clip.
+    """
     config = load_run_config(run_dir)
     check_exportable(config, run_dir)
+    if config.data.protocol == "normal_only":
+        try:
+            model, machine = machine_scorer(run_dir, machine or config.export.machine)
+        except TrainingError as error:
+            raise ExportError(str(error)) from error
+        metadata = {**run_metadata(run_dir, config), "machine": machine,
+                    "threshold_source": f"threshold.json ({machine}, chosen on normal validation clips)"}
+        check_export_target(model_dir, version, metadata["provenance"]["synthetic"])
+        log(f"Exporting the normal-only scorer of {machine}.")
+        return export_saved_model(model, config.features, model_dir, version, 0.5, metadata=metadata, log=log)
     best = os.path.join(run_dir, RunDirectory.BEST)
     if not os.path.exists(best):
         raise FileNotFoundError(f"{run_dir} holds no best.keras: train it first (python -m pump_keras.train).")

@@ -4,7 +4,8 @@ What the DCASE challenge asks of a submission, and what its evaluator prints:
 
 * `anomaly_score_<machine>_id_<XX>.csv` (DCASE 2020) or
   `anomaly_score_<machine>_section_<XX>_test.csv` (2021 on): one line per
-  test clip, `file name,anomaly score`, no header;
+  test clip, `file name,anomaly score`, no header (on MIMII, whose
+  `normal/` and `abnormal/` folders repeat file names, `folder/file name`);
 * `decision_result_<same>.csv`: `file name,0 or 1` (1: anomalous);
 * `result.csv`, only where the clips carry labels: for each machine type a
   block with one row per id or section (and per domain, where the layout has
@@ -45,6 +46,15 @@ def file_stem(record) -> str:
     return f"{record.machine}_id_{record.machine_id}"
 
 
+def clip_names(paths: Sequence[str]) -> List[str]:
+    """The file names of a result file: base names, or folder/base name where base names repeat (MIMII's
+    `normal/00000000.wav` and `abnormal/00000000.wav`)."""
+    names = [os.path.basename(p) for p in paths]
+    if len(set(names)) == len(names):
+        return names
+    return [os.path.join(os.path.basename(os.path.dirname(p)), os.path.basename(p)) for p in paths]
+
+
 def write_dcase_results(out_dir: str, records: Sequence, scores, threshold: Union[float, Mapping[str, float]],
                         max_fpr: float = metrics.DEFAULT_MAX_FPR) -> Optional[dict]:
     """Writes the score, decision and (for labelled clips) result files of `records` into `out_dir`.
@@ -54,7 +64,7 @@ def write_dcase_results(out_dir: str, records: Sequence, scores, threshold: Unio
             atomically and replace older ones of the same name.
         records: the scored clips (`ClipRecord`s).
         scores: one anomaly score per record, higher meaning more anomalous.
-        threshold: a clip is decided anomalous when its score exceeds it;
+        threshold: a clip is decided anomalous when its score reaches it;
             a mapping gives each machine (`machine_group`, "pump/id_00")
             its own.
         max_fpr: the pAUC limit.
@@ -70,11 +80,13 @@ def write_dcase_results(out_dir: str, records: Sequence, scores, threshold: Unio
     by_stem: Dict[str, List[Tuple[str, float, float]]] = collections.defaultdict(list)
     for record, score in sorted(zip(records, scores), key=lambda pair: pair[0].path):
         cut = threshold[machine_group(record)] if isinstance(threshold, Mapping) else threshold
-        by_stem[file_stem(record)].append((os.path.basename(record.path), float(score), float(cut)))
+        by_stem[file_stem(record)].append((record.path, float(score), float(cut)))
+    for stem, rows in by_stem.items():
+        by_stem[stem] = [(name, s, cut) for name, (_, s, cut) in zip(clip_names([p for p, _, _ in rows]), rows)]
     for stem, rows in by_stem.items():
         _write_csv(os.path.join(out_dir, f"anomaly_score_{stem}.csv"), [(name, repr(s)) for name, s, _ in rows])
         _write_csv(os.path.join(out_dir, f"decision_result_{stem}.csv"),
-                   [(name, int(s > cut)) for name, s, cut in rows])
+                   [(name, int(s >= cut)) for name, s, cut in rows])
     if any(r.label == UNLABELLED for r in records):
         return None
     table = result_table(records, scores, max_fpr)
@@ -162,4 +174,4 @@ def _write_csv(path: str, rows) -> None:
     atomic_write_bytes(path, buffer.getvalue().encode("utf-8"))
 
 
-__all__ = ["RESULT_FILE", "file_stem", "write_dcase_results", "result_table", "format_result_rows"]
+__all__ = ["RESULT_FILE", "file_stem", "clip_names", "write_dcase_results", "result_table", "format_result_rows"]

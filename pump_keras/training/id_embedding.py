@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import keras
 import numpy as np
@@ -36,8 +37,9 @@ from pump_keras.data.split import describe_splits, write_manifest
 from pump_keras.errors import TrainingError
 from pump_keras.files import atomic_write_bytes
 from pump_keras.layers.angular_margin import ArcMarginLogits, l2_normalize
+from pump_keras.layers.reference_distance import ReferenceDistanceLogit
 from pump_keras.layers.standardization import with_row_standardization
-from pump_keras.models import build
+from pump_keras.models import build, load_model
 from pump_keras.run_dir import RunDirectory
 from pump_keras.training import normal_only, recipe, setup
 from pump_keras.training.normal_only import by_group, check_validation_clips, write_outputs
@@ -186,6 +188,46 @@ def train_id_embedding(config: RunConfig, synthetic_data_dir: Callable, log: Cal
     return result, files, max(0, config.train.epochs - len(previous))
 
 
+def machine_scorer(run_dir: str, machine: Optional[str] = None):
+    """`(model, machine)`: images to one logit per clip scoring it against `machine`'s normal training clips.
+
+    The logit is `(distance - threshold) / spread` (`ReferenceDistanceLogit`):
+    positive above the machine's threshold (`threshold.json`), in units of
+    the spread of its normal validation distances. `machine` may be omitted
+    when the run has one.
+
+    Raises:
+        TrainingError: the run is not a finished `knn` run of this method, or
+            `machine` is not one of its machines.
+    """
+    run = RunDirectory(run_dir)
+    config = run.read_config()
+    if config.normal_only.score != "knn":
+        raise TrainingError(f"{run_dir}: only the 'knn' score exports as a self-contained model "
+                            f"(this run scores by {config.normal_only.score!r}).")
+    for name in (EMBEDDER, REFERENCES, RunDirectory.THRESHOLD):
+        if not run.exists(name):
+            raise TrainingError(f"{run_dir} holds no {name}: train it first (python -m pump_keras.train).")
+    with open(run.file(RunDirectory.THRESHOLD), encoding="utf-8") as handle:
+        thresholds = json.load(handle)["machines"]
+    if machine is None:
+        if len(thresholds) != 1:
+            raise TrainingError(f"{run_dir} scores {len(thresholds)} machines ({', '.join(sorted(thresholds))}); "
+                                "a SavedModel serves one: set export.machine (e.g. --machine "
+                                f"{sorted(thresholds)[0]}).")
+        machine = next(iter(thresholds))
+    if machine not in thresholds:
+        raise TrainingError(f"{run_dir} has no machine {machine!r}; its machines: {', '.join(sorted(thresholds))}.")
+    references = np.load(run.file(REFERENCES))
+    own = references["embeddings"][references["machines"] == machine]
+    entry = thresholds[machine]
+    embedder = load_model(run.file(EMBEDDER))
+    head = ReferenceDistanceLogit(len(own), config.normal_only.k, entry["threshold_score"],
+                                  max(entry.get("val_score_std", 1.0), 1e-6), name="reference_distance")
+    head.set_references(own)
+    return keras.Model(embedder.input, head(embedder.output), name="normal_only_scorer"), machine
+
+
 def _fit(classifier, images: np.ndarray, class_ids: np.ndarray, classes: int, config: RunConfig,
          run: RunDirectory, previous: List[dict], log: Callable[[str], None]) -> None:
     """Trains `classifier`, resuming from `backup/`; `previous` is the history already written."""
@@ -245,4 +287,4 @@ def _scores(config: RunConfig, classifier, embedder, embeddings: Dict[str, np.nd
 
 
 __all__ = ["SCORE_NAMES", "EMBEDDER", "REFERENCES", "class_name", "build_id_classifier", "knn_scores",
-           "neg_log_prob_scores", "train_id_embedding"]
+           "neg_log_prob_scores", "train_id_embedding", "machine_scorer"]

@@ -57,7 +57,8 @@ def evaluate_scores(config: RunConfig, groups: dict, scores: dict, score_name: s
     for group in sorted(scores["test"]):
         val_scores = scores["val"][group]
         threshold = choose_threshold(np.zeros(len(val_scores)), val_scores, config.evaluation)
-        thresholds[group] = {"threshold_score": float(threshold), "val_clips": int(len(val_scores))}
+        thresholds[group] = {"threshold_score": float(threshold), "val_clips": int(len(val_scores)),
+                             "val_score_std": float(np.std(val_scores))}
         labels = np.array([r.label for r in groups["test"].get(group, [])])
         if set(labels.tolist()) == {0, 1}:
             machines[group] = metrics.binary_metrics(labels, scores["test"][group], threshold,

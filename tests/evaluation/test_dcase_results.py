@@ -47,7 +47,7 @@ def test_score_and_decision_files(tmp_path, scored):
     by_name = {r.path.rsplit("/", 1)[1]: s for r, s in zip(records, scores)}
     assert all(float(value) == by_name[name] for name, value in rows)
     decisions = read_rows(tmp_path / "decision_result_pump_id_02.csv")
-    assert all(int(d) == int(by_name[name] > 0.5) for name, d in decisions)
+    assert all(int(d) == int(by_name[name] >= 0.5) for name, d in decisions)
     assert {int(d) for _, d in decisions} == {0, 1}
 
 
@@ -118,3 +118,12 @@ def test_real_dcase_clips(tmp_path):
         f"anomaly_score_pump_id_{i}.csv" for i in ("00", "02", "04", "06")]
     assert [row["id"] for row in table["pump"]["rows"]] == ["00", "04", "06"]  # id 02 has no anomaly clip
     assert table["pump"]["arithmetic mean"]["auc"] == 1.0
+
+
+def test_mimii_file_names_repeat_so_the_folder_is_kept(tmp_path):
+    records = [ClipRecord(path=f"/m/0_dB_pump/pump/id_00/{folder}/00000000.wav", label=label, machine="pump",
+                          machine_id="00", snr_db=0.0, clip_key=folder) for folder, label in (("normal", 0),
+                                                                                              ("abnormal", 1))]
+    write_dcase_results(str(tmp_path), records, [0.1, 0.9], threshold=0.5)
+    assert read_rows(tmp_path / "anomaly_score_pump_id_00.csv") == [["abnormal/00000000.wav", "0.9"],
+                                                                    ["normal/00000000.wav", "0.1"]]

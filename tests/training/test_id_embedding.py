@@ -7,9 +7,14 @@ import json
 import numpy as np
 import pytest
 
+import tensorflow as tf
+
 from pump_keras.config import SyntheticConfig, load_config, replace
 from pump_keras.data.index import ClipRecord
-from pump_keras.errors import TrainingError
+from pump_keras.data.split import read_manifest
+from pump_keras.deploy.export import export_run
+from pump_keras.evaluation.dcase_results import clip_names
+from pump_keras.errors import ExportError, TrainingError
 from pump_keras.training import id_embedding
 from pump_keras.training.loop import train
 
@@ -43,6 +48,20 @@ def test_run_scores_every_machine_writes_its_files_and_resumes(tmp_path):
     again = train(small_config(tmp_path), log=lines.append)
     assert again.epochs_run == 0 and any("not trained again" in line for line in lines)
     assert again.metrics["test"] == pytest.approx(metrics["test"])
+
+    # The SavedModel of one machine: WAV bytes in, flagged exactly where the run's threshold flags.
+    with pytest.raises(ExportError, match="scores 2 machines .*set export.machine"):
+        export_run(str(run), str(tmp_path / "saved"))
+    path = export_run(str(run), str(tmp_path / "saved"), machine="pump/id_02")
+    served = tf.saved_model.load(path)
+    threshold = json.loads((run / "threshold.json").read_text())["machines"]["pump/id_02"]["threshold_score"]
+    rows = (run / "report" / "dcase" / "anomaly_score_pump_id_02.csv").read_text().splitlines()
+    scores = {name: float(score) for name, score in (line.split(",") for line in rows)}
+    test = sorted(r.path for r in read_manifest(run / "split.csv")["test"] if r.machine_id == "02")
+    assert sorted(scores) == sorted(clip_names(test))
+    for path, name in zip(test, clip_names(test)):
+        outputs = served.signatures["serving_default"](wav_bytes=tf.constant([open(path, "rb").read()]))
+        assert bool(outputs["is_anomaly"].numpy()[0]) == (scores[name] >= threshold), path
 
 
 def test_neg_log_prob_score_and_mixup(tmp_path):
