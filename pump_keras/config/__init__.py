@@ -6,9 +6,8 @@ from pump_keras.config.presets import PRESETS, paper_preset, paper_pretrain_pres
 from pump_keras.config.schema import (
     CHECKPOINT_METRICS, CLASS_BALANCE, CPU_ALLOCATORS, DEFAULT_DB_RANGES, DEFAULT_MAX_FPR, FEATURE_KINDS,
     LEGACY_MODEL_FIELDS, MIXED_PRECISION, NORMALIZATIONS, OPTIMIZERS, PAPER_MODEL, PROTOCOLS, STRATEGIES,
-    THRESHOLD_CRITERIA,
-    DataConfig, EfficientNetV2Options, EvalConfig, ExportConfig, FeatureConfig, ModelConfig, NormalOnlyConfig, RunConfig,
-    SyntheticConfig, TrainConfig, replace, to_dict)
+    THRESHOLD_CRITERIA, DataConfig, EfficientNetV2Options, EvalConfig, ExportConfig, FeatureConfig, ModelConfig,
+    NormalOnlyConfig, RunConfig, SyntheticConfig, TrainConfig, replace, to_dict)
 from pump_keras.errors import ConfigError
 
 __all__ = [

@@ -29,6 +29,7 @@ from typing import List
 
 from pump_keras.config import SyntheticConfig
 from pump_keras.config.schema import SYNTHETIC_LAYOUTS as LAYOUTS
+
 TARGET_INDEX_OFFSET = 100_000
 DCASE_CLASS = {"normal": "normal", "abnormal": "anomaly"}
 

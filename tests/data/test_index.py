@@ -10,8 +10,8 @@ import pytest
 
 from pump_keras.audio.wavfile import write_wav
 from pump_keras.data.index import (
-    UNLABELLED, ClipRecord, DatasetError, check_audio_headers, format_summary, index_dataset, machine_group, normalize_machine_id,
-    summarize)
+    UNLABELLED, ClipRecord, DatasetError, check_audio_headers, format_summary, index_dataset, machine_group,
+    normalize_machine_id, summarize)
 from pump_keras.errors import WavFormatError
 from tests.conftest import SHARED_DATA, fails_instead_of_hanging
 

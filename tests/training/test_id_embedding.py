@@ -6,15 +6,14 @@ import json
 
 import numpy as np
 import pytest
-
 import tensorflow as tf
 
 from pump_keras.config import SyntheticConfig, load_config, replace
 from pump_keras.data.index import ClipRecord
 from pump_keras.data.split import read_manifest
 from pump_keras.deploy.export import export_run
-from pump_keras.evaluation.dcase_results import clip_names
 from pump_keras.errors import ExportError, TrainingError
+from pump_keras.evaluation.dcase_results import clip_names
 from pump_keras.training import id_embedding
 from pump_keras.training.loop import train
 
