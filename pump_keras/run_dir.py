@@ -101,6 +101,7 @@ class RunDirectory:
     DCASE_RESULTS = os.path.join("report", "dcase")  # anomaly_score_*.csv, decision_result_*.csv, result.csv
     EXPORT = "export.json"  # where `pump_keras.train` exported the run
     AUTOENCODERS = "autoencoders"  # a normal-only autoencoder run: one .keras file per machine
+    SCORES = "scores.csv"  # a normal-only run: every validation and test clip's anomaly score
 
     def __init__(self, path: str):
         self.path = os.fspath(path)

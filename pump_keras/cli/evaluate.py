@@ -64,6 +64,11 @@ def main(argv=None) -> int:
                           plots=not args.no_plots, baselines=not args.no_baselines,
                           snr_db=args.snr_db, folder_snr_db=args.folder_snr_db)
     model = result["model"]
+    if result.get("protocol") == "normal_only":
+        print(f"test: {result['n_clips']} clips, normal-only run; mean over machines:")
+        for name, entry in [("mean", model), *result["per_machine_id"].items()]:
+            print(f"  {name:20s}" + "  ".join(f"{k} {entry[k]:.3f}" for k in HEADLINE_METRICS))
+        return 0
     print(f"{result['split']}: {result['n_clips']} clips, {100 * result['abnormal_share']:.1f} % abnormal")
     for name, entry in [("model", model), *result.get("baselines", {}).items()]:
         print(f"  {name:20s}" + "  ".join(f"{k} {entry[k]:.3f}" for k in HEADLINE_METRICS))

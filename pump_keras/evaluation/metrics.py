@@ -270,3 +270,31 @@ def bootstrap_ci(
     tail = (1.0 - confidence) / 2
     low, high = np.quantile(values, [tail, 1.0 - tail])
     return float(low), float(high)
+
+
+def _at_threshold(name: str, threshold: float) -> Callable:
+    def metric(labels, scores):
+        return binary_metrics(labels, scores, threshold)[name]
+    return metric
+
+
+def metrics_with_intervals(labels, scores, threshold: float, config) -> dict:
+    """`binary_metrics` plus `{name}_ci: [low, high]` bootstrap intervals for the headline metrics.
+
+    `config` is an `EvalConfig` (its `max_fpr`, `bootstrap`, `confidence`, `seed`).
+    """
+    result = binary_metrics(labels, scores, threshold, max_fpr=config.max_fpr)
+    if config.bootstrap <= 0:
+        return result
+    functions = {
+        "accuracy": _at_threshold("accuracy", threshold),
+        "balanced_accuracy": _at_threshold("balanced_accuracy", threshold),
+        "f1": _at_threshold("f1", threshold),
+        "auc": roc_auc,
+        "pauc": lambda y, s: partial_auc(y, s, config.max_fpr),
+    }
+    for name, function in functions.items():
+        low, high = bootstrap_ci(labels, scores, function, n_boot=config.bootstrap,
+                                         confidence=config.confidence, seed=config.seed)
+        result[f"{name}_ci"] = [low, high]
+    return result

@@ -23,6 +23,8 @@ from pump_keras.data.prepare import prepare_splits
 from pump_keras.data.split import leaked_examples, read_manifest
 from pump_keras.errors import EvaluationError
 from pump_keras.evaluation import baselines, metrics, plots
+from pump_keras.evaluation.metrics import metrics_with_intervals
+from pump_keras.evaluation.normal_only_report import evaluate_normal_only_run
 from pump_keras.evaluation.dcase_results import write_dcase_results
 from pump_keras.evaluation.scoring import choose_threshold, score_records, sigmoid, threshold_record
 from pump_keras.evaluation.verdict import compare_with_baseline
@@ -32,31 +34,6 @@ from pump_keras.run_dir import RunDirectory, load_run_config
 
 ALL_CLIPS = "all"
 
-
-
-def _at_threshold(name: str, threshold: float) -> Callable:
-    def metric(labels, scores):
-        return metrics.binary_metrics(labels, scores, threshold)[name]
-    return metric
-
-
-def metrics_with_intervals(labels, scores, threshold: float, config: EvalConfig) -> dict:
-    """`binary_metrics` plus `{name}_ci: [low, high]` bootstrap intervals for the headline metrics."""
-    result = metrics.binary_metrics(labels, scores, threshold, max_fpr=config.max_fpr)
-    if config.bootstrap <= 0:
-        return result
-    functions = {
-        "accuracy": _at_threshold("accuracy", threshold),
-        "balanced_accuracy": _at_threshold("balanced_accuracy", threshold),
-        "f1": _at_threshold("f1", threshold),
-        "auc": metrics.roc_auc,
-        "pauc": lambda y, s: metrics.partial_auc(y, s, config.max_fpr),
-    }
-    for name, function in functions.items():
-        low, high = metrics.bootstrap_ci(labels, scores, function, n_boot=config.bootstrap,
-                                         confidence=config.confidence, seed=config.seed)
-        result[f"{name}_ci"] = [low, high]
-    return result
 
 
 def snr_name(snr_db: Optional[float]) -> str:
@@ -136,16 +113,19 @@ def evaluate_run(run_dir: str, data_dir: Optional[str] = None, split: str = "tes
     """Evaluates the run in `run_dir`; writes `run_dir/report/` and `run_dir/threshold.json`; returns the results.
 
     The report folder also gets the DCASE-format result files of the scored
-    clips (`report/dcase/`, see `pump_keras.evaluation.dcase_results`).
+    clips (`report/dcase/`, see `pump_keras.evaluation.dcase_results`). A
+    normal-only run gets its per-machine report instead
+    (`pump_keras.evaluation.normal_only_report`).
 
     `data_dir`, `split`, `snr_db` and `folder_snr_db` choose the clips (see `eval_records`).
     """
     run_config = load_run_config(run_dir)
-    if model_inputs(run_config.model.name) == "frames":
-        raise EvaluationError(f"{run_dir} is a run of per-machine autoencoders ({run_config.model.name}), which "
-                              f"evaluates itself as it trains: read {RunDirectory.METRICS} and "
-                              f"{RunDirectory.DCASE_RESULTS}/ there.")
     eval_config = config or run_config.evaluation
+    if run_config.data.protocol == "normal_only" or model_inputs(run_config.model.name) == "frames":
+        if data_dir is not None or split != "test" or snr_db is not None:
+            raise EvaluationError(f"{run_dir} is a normal-only run: its report covers the test split it scored "
+                                  "as it trained (no --data-dir, --split or --snr-db).")
+        return evaluate_normal_only_run(run_dir, eval_config, plots_wanted=plots, log=log)
     best = os.path.join(run_dir, RunDirectory.BEST)
     if not os.path.exists(best):
         raise EvaluationError(f"{run_dir} holds no best.keras: train it first (python -m pump_keras.train).")

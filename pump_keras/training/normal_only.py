@@ -9,6 +9,8 @@ machines, as DCASE tables do.
 
 from __future__ import annotations
 
+import csv
+import io
 from typing import Dict
 
 import numpy as np
@@ -18,7 +20,9 @@ from pump_keras.data.index import machine_group
 from pump_keras.errors import TrainingError
 from pump_keras.evaluation import metrics
 from pump_keras.evaluation.dcase_results import write_dcase_results
+from pump_keras.evaluation.normal_only_report import SCORE_COLUMNS
 from pump_keras.evaluation.scoring import choose_threshold
+from pump_keras.files import atomic_write_bytes
 from pump_keras.run_dir import RunDirectory
 
 
@@ -85,11 +89,24 @@ def by_group(records) -> Dict[str, list]:
     return groups
 
 
+def write_scores(path: str, groups: dict, scores: dict) -> None:
+    """Every scored clip as a CSV row: split, machine, label, score, path (what the evaluation report reads)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(SCORE_COLUMNS)
+    for split in ("val", "test"):
+        for group in sorted(scores[split]):
+            for record, score in zip(groups[split].get(group, []), scores[split][group]):
+                writer.writerow([split, group, record.label, repr(float(score)), record.path])
+    atomic_write_bytes(path, buffer.getvalue().encode("utf-8"))
+
+
 def write_outputs(run: RunDirectory, config: RunConfig, groups: dict, scores: dict, score_name: str) -> dict:
     """Thresholds and metrics (`evaluate_scores`) to `threshold.json` and `metrics.json`, and the DCASE files."""
     result = evaluate_scores(config, groups, scores, score_name)
     run.write_json(RunDirectory.THRESHOLD, result["threshold"])
     run.write_json(RunDirectory.METRICS, result)
+    write_scores(run.file(RunDirectory.SCORES), groups, scores)
     machines = sorted(scores["test"])
     write_dcase_results(run.file(RunDirectory.DCASE_RESULTS),
                         [r for group in machines for r in groups["test"].get(group, [])],
@@ -99,4 +116,4 @@ def write_outputs(run: RunDirectory, config: RunConfig, groups: dict, scores: di
     return result
 
 
-__all__ = ["check_config", "check_validation_clips", "evaluate_scores", "by_group", "write_outputs"]
+__all__ = ["check_config", "check_validation_clips", "evaluate_scores", "by_group", "write_scores", "write_outputs"]

@@ -54,8 +54,14 @@ def test_synthetic_mimii_run_scores_every_machine_and_resumes(tmp_path):
     # Export and the evaluation report say plainly what they do not do yet.
     with pytest.raises(ExportError, match="does not serve yet; train it with --no-export"):
         export_run(str(run), str(tmp_path / "saved"))
-    with pytest.raises(EvaluationError, match="evaluates itself as it trains"):
-        evaluate_run(str(run))
+    report = evaluate_run(str(run), log=lambda line: None)
+    assert report["model"]["auc"] == pytest.approx(metrics["test"]["auc"])
+    low, high = report["per_machine_id"]["pump/id_00"]["auc_ci"]
+    assert low <= per_id["pump/id_00"]["auc"] <= high
+    assert (run / "report" / "roc_pump_id_00.png").exists() and "| mean over machines |" in (
+        run / "report" / "report.md").read_text()
+    with pytest.raises(EvaluationError, match="normal-only run: its report covers the test split"):
+        evaluate_run(str(run), data_dir=str(tmp_path))
 
 
 def test_real_dcase_clips_in_the_official_layout(tmp_path):

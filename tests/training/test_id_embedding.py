@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from pump_keras.cli import evaluate as evaluate_cli
 from pump_keras.config import SyntheticConfig, load_config, replace
 from pump_keras.data.index import ClipRecord
 from pump_keras.data.split import read_manifest
@@ -61,6 +62,15 @@ def test_run_scores_every_machine_writes_its_files_and_resumes(tmp_path):
     for path, name in zip(test, clip_names(test)):
         outputs = served.signatures["serving_default"](wav_bytes=tf.constant([open(path, "rb").read()]))
         assert bool(outputs["is_anomaly"].numpy()[0]) == (scores[name] >= threshold), path
+
+
+def test_the_evaluate_command_reports_a_normal_only_run_per_machine(tmp_path, capsys):
+    train(small_config(tmp_path, "train.epochs=1"), log=lambda line: None)
+    assert evaluate_cli.main(["--run-dir", str(tmp_path / "run"), "--bootstrap", "50"]) == 0
+    out = capsys.readouterr().out
+    assert "normal-only run" in out and "pump/id_00" in out and "pump/id_02" in out
+    report = (tmp_path / "run" / "report" / "report.md").read_text()
+    assert "(normal-only)" in report and "![roc_pump_id_02.png](roc_pump_id_02.png)" in report
 
 
 def test_neg_log_prob_score_and_mixup(tmp_path):
