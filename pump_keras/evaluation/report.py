@@ -23,9 +23,9 @@ from pump_keras.data.prepare import prepare_splits
 from pump_keras.data.split import leaked_examples, read_manifest
 from pump_keras.errors import EvaluationError
 from pump_keras.evaluation import baselines, metrics, plots
+from pump_keras.evaluation.dcase_results import write_dcase_results
 from pump_keras.evaluation.metrics import metrics_with_intervals
 from pump_keras.evaluation.normal_only_report import evaluate_normal_only_run
-from pump_keras.evaluation.dcase_results import write_dcase_results
 from pump_keras.evaluation.scoring import choose_threshold, score_records, sigmoid, threshold_record
 from pump_keras.evaluation.verdict import compare_with_baseline
 from pump_keras.files import atomic_write_bytes
