@@ -24,7 +24,6 @@ from pump_keras.cli.common import command
 from pump_keras.config import load_config, read_config_file, replace
 from pump_keras.deploy.export import (
     check_export_target, check_exportable, export_run as export_saved_run, trains_on_synthetic)
-from pump_keras.errors import ExportError
 from pump_keras.evaluation.metrics import HEADLINE_METRICS
 from pump_keras.run_dir import RunDirectory
 from pump_keras.training.loop import train
@@ -129,10 +128,6 @@ def check_export(config) -> None:
     if not config.export.enabled or _exported(config):
         return
     check_exportable(config)
-    if config.data.protocol == "normal_only" and config.export.machine is None:
-        raise ExportError("A normal-only run's SavedModel serves one machine: set export.machine "
-                          "(e.g. --set export.machine=pump/id_00), or train with --no-export and export each "
-                          "machine later (python -m pump_keras.export --machine ...).")
     check_export_target(model_dir(config), config.export.version, trains_on_synthetic(config.data))
 
 

@@ -46,7 +46,8 @@ import tensorflow as tf
 
 from pump_keras import __version__
 from pump_keras.audio.decode import check
-from pump_keras.audio.features import to_backbone_channels, wav_bytes_to_image, waveform_to_image
+from pump_keras.audio.features import to_backbone_channels, wav_bytes_to_image, wav_bytes_to_waveform, waveform_to_image
+from pump_keras.audio.frames import waveform_to_vectors
 from pump_keras.audio.wavfile import read_wav_header
 from pump_keras.config import DataConfig, FeatureConfig, RunConfig, to_dict
 from pump_keras.data.split import ManifestError, read_manifest
@@ -54,7 +55,9 @@ from pump_keras.deploy.model_info import METADATA_NAME, ModelInfoError, is_synth
 from pump_keras.deploy.serving_warmup import WARMUP_FILE, warmup_clip, write_warmup_file
 from pump_keras.errors import ExportError, TrainingError, WavFormatError
 from pump_keras.models import load_model, model_inputs
+from pump_keras.models.autoencoder import reconstruction_errors
 from pump_keras.run_dir import RunDirectory, load_run_config
+from pump_keras.training.autoencoder import machine_autoencoder
 from pump_keras.training.id_embedding import machine_scorer
 
 Log = Callable[[str], None]
@@ -107,9 +110,46 @@ def run_threshold(run_dir: str) -> Tuple[float, str]:
 
 
 def _outputs(model: keras.Model, images: tf.Tensor, threshold: float) -> dict:
-    logits = tf.reshape(tf.cast(model(images, training=False), tf.float32), (-1,))
+    return _outputs_of_logits(tf.reshape(tf.cast(model(images, training=False), tf.float32), (-1,)), threshold)
+
+
+def _outputs_of_logits(logits: tf.Tensor, threshold: float) -> dict:
     scores = tf.sigmoid(logits)
     return {"anomaly_score": scores, "is_anomaly": scores >= threshold, "logit": logits}
+
+
+def frame_serving_functions(autoencoder: keras.Model, features: FeatureConfig, threshold: float,
+                            spread: float) -> dict:
+    """The signatures of one machine's DCASE 2020 autoencoder: WAV bytes or waveforms in (no images).
+
+    Each clip's score is the baseline's (the mean squared reconstruction
+    error of its frame vectors), and its logit `(score - threshold) /
+    spread`, so `anomaly_score` (the sigmoid) is above 0.5 exactly where the
+    run's threshold flags the clip.
+    """
+    def clip_logit(waveform):
+        vectors = waveform_to_vectors(waveform, features.sample_rate, features.n_fft, features.hop_length,
+                                      features.n_mels, features.context_frames)
+        errors = reconstruction_errors(vectors, autoencoder(vectors, training=False))
+        return (tf.reduce_mean(tf.cast(errors, tf.float32)) - threshold) / spread
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="wav_bytes")])
+    def serve_wav(wav_bytes):
+        logits = tf.map_fn(lambda contents: clip_logit(wav_bytes_to_waveform(contents, features)), wav_bytes,
+                           fn_output_signature=tf.float32)
+        return _outputs_of_logits(logits, 0.5)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32, name="waveforms"),
+                                  tf.TensorSpec([], tf.int32, name="sample_rate")])
+    def serve_waveforms(waveforms, sample_rate):
+        check_rate = tf.debugging.assert_equal(
+            sample_rate, features.sample_rate,
+            message=f"sample_rate must be {features.sample_rate} Hz, the rate the model was trained on")
+        with tf.control_dependencies([check_rate]):
+            logits = tf.map_fn(clip_logit, waveforms, fn_output_signature=tf.float32)
+        return _outputs_of_logits(logits, 0.5)
+
+    return {"serving_default": serve_wav, "serving_waveforms": serve_waveforms}
 
 
 def serving_functions(model: keras.Model, features: FeatureConfig, threshold: float) -> dict:
@@ -201,7 +241,7 @@ def check_export_target(model_dir: str, version: Optional[int], synthetic: bool)
 def export_saved_model(model: keras.Model, features: FeatureConfig, model_dir: str,
                        version: Optional[int] = None, threshold: float = 0.5,
                        metadata: Optional[dict] = None, model_name: Optional[str] = None,
-                       log: Log = _quiet) -> str:
+                       log: Log = _quiet, functions: Optional[dict] = None) -> str:
     """Writes `model_dir/version/` atomically and returns its path.
 
     The SavedModel is written to a hidden folder beside the version folder
@@ -211,7 +251,9 @@ def export_saved_model(model: keras.Model, features: FeatureConfig, model_dir: s
     `metadata["provenance"]["synthetic"]` says which it is). With
     `metadata["clip"]` (`frames`, `sample_rate`) the TF Serving warm-up file
     carries a clip of that length, requested as model `model_name` (default:
-    the folder name). `log` receives a line per step.
+    the folder name). `log` receives a line per step. `functions` replaces
+    the image model's signatures (`serving_functions`), e.g. with
+    `frame_serving_functions`.
     """
     synthetic = bool(((metadata or {}).get("provenance") or {}).get("synthetic"))
     check_export_target(model_dir, version, synthetic)
@@ -223,7 +265,7 @@ def export_saved_model(model: keras.Model, features: FeatureConfig, model_dir: s
     log(f"Exporting {target}: tracing the serving signatures.")
     archive = keras.export.ExportArchive()
     archive.track(model)
-    for name, function in serving_functions(model, features, threshold).items():
+    for name, function in (functions or serving_functions(model, features, threshold)).items():
         step = time.perf_counter()
         archive.add_endpoint(name, function)
         log(f"  traced {name} ({time.perf_counter() - step:.0f} s)")
@@ -329,11 +371,31 @@ def run_metadata(run_dir: str, config: RunConfig) -> dict:
 
 
 def check_exportable(config: RunConfig, run_dir: str = "this run") -> None:
-    """Raises `ExportError` for a run the SavedModel export cannot serve yet (the per-machine autoencoders)."""
-    if model_inputs(config.model.name) == "frames":
-        raise ExportError(f"{run_dir}: model {config.model.name!r} is one autoencoder per machine, which the "
-                          "SavedModel export does not serve yet; train it with --no-export and read its "
-                          "scores from report/dcase/.")
+    """Raises `ExportError` for a run the SavedModel export cannot serve (a normal-only run without a machine)."""
+    if config.data.protocol == "normal_only" and config.export.enabled and config.export.machine is None:
+        raise ExportError("A normal-only run's SavedModel serves one machine: set export.machine "
+                          "(e.g. --set export.machine=pump/id_00), or train with --no-export and export each "
+                          "machine later (python -m pump_keras.export --machine ...).")
+
+
+def _export_normal_only(run_dir: str, config: RunConfig, model_dir: str, version: Optional[int], log: Log,
+                        machine: Optional[str]) -> str:
+    """Exports one machine's scorer of a normal-only run (ours, or the per-machine autoencoders)."""
+    functions = None
+    try:
+        if model_inputs(config.model.name) == "frames":
+            model, machine, threshold, spread = machine_autoencoder(run_dir, machine)
+            functions = frame_serving_functions(model, config.features, threshold, spread)
+        else:
+            model, machine = machine_scorer(run_dir, machine)
+    except TrainingError as error:
+        raise ExportError(str(error)) from error
+    metadata = {**run_metadata(run_dir, config), "machine": machine,
+                "threshold_source": f"threshold.json ({machine}, chosen on normal validation clips)"}
+    check_export_target(model_dir, version, metadata["provenance"]["synthetic"])
+    log(f"Exporting the normal-only scorer of {machine}.")
+    return export_saved_model(model, config.features, model_dir, version, 0.5, metadata=metadata, log=log,
+                              functions=functions)
 
 
 def export_run(run_dir: str, model_dir: str, version: Optional[int] = None, log: Log = _quiet,
@@ -341,23 +403,15 @@ def export_run(run_dir: str, model_dir: str, version: Optional[int] = None, log:
     """Exports a run's best model with its threshold, feature config and provenance; returns the version folder.
 
     A normal-only run exports the scorer of one machine (`machine`, else
-    `export.machine`, else the run's only one): its embedder and that
-    machine's reference embeddings and threshold (`machine_scorer`), so the
+    `export.machine`, else the run's only one): its embedder with that
+    machine's reference embeddings (`machine_scorer`), or that machine's
+    autoencoder (`frame_serving_functions`), and its threshold, so the
     SavedModel's `anomaly_score` is above 0.5 exactly where the run's
     per-machine threshold flags a clip.
     """
     config = load_run_config(run_dir)
-    check_exportable(config, run_dir)
-    if config.data.protocol == "normal_only":
-        try:
-            model, machine = machine_scorer(run_dir, machine or config.export.machine)
-        except TrainingError as error:
-            raise ExportError(str(error)) from error
-        metadata = {**run_metadata(run_dir, config), "machine": machine,
-                    "threshold_source": f"threshold.json ({machine}, chosen on normal validation clips)"}
-        check_export_target(model_dir, version, metadata["provenance"]["synthetic"])
-        log(f"Exporting the normal-only scorer of {machine}.")
-        return export_saved_model(model, config.features, model_dir, version, 0.5, metadata=metadata, log=log)
+    if config.data.protocol == "normal_only" or model_inputs(config.model.name) == "frames":
+        return _export_normal_only(run_dir, config, model_dir, version, log, machine or config.export.machine)
     best = os.path.join(run_dir, RunDirectory.BEST)
     if not os.path.exists(best):
         raise FileNotFoundError(f"{run_dir} holds no best.keras: train it first (python -m pump_keras.train).")

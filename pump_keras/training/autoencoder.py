@@ -17,7 +17,7 @@ trained again.
 from __future__ import annotations
 
 import os
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import keras
 import numpy as np
@@ -133,6 +133,15 @@ def _fit(config: RunConfig, vectors: dict, group: str, log: Callable[[str], None
     return model, rows
 
 
+def machine_autoencoder(run_dir: str, machine: Optional[str] = None):
+    """`(autoencoder, machine, threshold, spread)` of one machine of a finished run (see `machine_threshold`)."""
+    machine, entry = normal_only.machine_threshold(run_dir, machine)
+    path = os.path.join(run_dir, model_file(machine))
+    if not os.path.exists(path):
+        raise TrainingError(f"{run_dir} holds no {model_file(machine)}: train it first (python -m pump_keras.train).")
+    return load_model(path), machine, entry["threshold_score"], max(entry.get("val_score_std", 1.0), 1e-12)
+
+
 def check_config(config: RunConfig) -> None:
     """Raises unless the config is one the autoencoder protocol can run (`normal_only.check_config`, and more)."""
     normal_only.check_config(config)
@@ -141,4 +150,5 @@ def check_config(config: RunConfig) -> None:
                             "(set them to 0).")
 
 
-__all__ = ["SCORE_NAME", "clip_vectors", "clip_scores", "model_file", "train_autoencoders", "check_config"]
+__all__ = ["SCORE_NAME", "clip_vectors", "clip_scores", "model_file", "train_autoencoders", "machine_autoencoder",
+           "check_config"]

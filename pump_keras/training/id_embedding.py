@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -205,22 +204,12 @@ def machine_scorer(run_dir: str, machine: Optional[str] = None):
     if config.normal_only.score != "knn":
         raise TrainingError(f"{run_dir}: only the 'knn' score exports as a self-contained model "
                             f"(this run scores by {config.normal_only.score!r}).")
-    for name in (EMBEDDER, REFERENCES, RunDirectory.THRESHOLD):
+    for name in (EMBEDDER, REFERENCES):
         if not run.exists(name):
             raise TrainingError(f"{run_dir} holds no {name}: train it first (python -m pump_keras.train).")
-    with open(run.file(RunDirectory.THRESHOLD), encoding="utf-8") as handle:
-        thresholds = json.load(handle)["machines"]
-    if machine is None:
-        if len(thresholds) != 1:
-            raise TrainingError(f"{run_dir} scores {len(thresholds)} machines ({', '.join(sorted(thresholds))}); "
-                                "a SavedModel serves one: set export.machine (e.g. --machine "
-                                f"{sorted(thresholds)[0]}).")
-        machine = next(iter(thresholds))
-    if machine not in thresholds:
-        raise TrainingError(f"{run_dir} has no machine {machine!r}; its machines: {', '.join(sorted(thresholds))}.")
+    machine, entry = normal_only.machine_threshold(run_dir, machine)
     references = np.load(run.file(REFERENCES))
     own = references["embeddings"][references["machines"] == machine]
-    entry = thresholds[machine]
     embedder = load_model(run.file(EMBEDDER))
     head = ReferenceDistanceLogit(len(own), config.normal_only.k, entry["threshold_score"],
                                   max(entry.get("val_score_std", 1.0), 1e-6), name="reference_distance")

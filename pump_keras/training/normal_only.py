@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import os
 from typing import Dict
 
 import numpy as np
@@ -89,6 +91,28 @@ def by_group(records) -> Dict[str, list]:
     return groups
 
 
+def machine_threshold(run_dir: str, machine=None):
+    """`(machine, its threshold.json entry)`: `machine`, or the run's only machine when it is None.
+
+    Raises:
+        TrainingError: no threshold.json, several machines and none chosen, or an unknown machine.
+    """
+    path = os.path.join(run_dir, RunDirectory.THRESHOLD)
+    if not os.path.exists(path):
+        raise TrainingError(f"{run_dir} holds no {RunDirectory.THRESHOLD}: train it first (python -m pump_keras.train).")
+    with open(path, encoding="utf-8") as handle:
+        thresholds = json.load(handle)["machines"]
+    if machine is None:
+        if len(thresholds) != 1:
+            raise TrainingError(f"{run_dir} scores {len(thresholds)} machines ({', '.join(sorted(thresholds))}); "
+                                "a SavedModel serves one: set export.machine (e.g. --machine "
+                                f"{sorted(thresholds)[0]}).")
+        machine = next(iter(thresholds))
+    if machine not in thresholds:
+        raise TrainingError(f"{run_dir} has no machine {machine!r}; its machines: {', '.join(sorted(thresholds))}.")
+    return machine, thresholds[machine]
+
+
 def write_scores(path: str, groups: dict, scores: dict) -> None:
     """Every scored clip as a CSV row: split, machine, label, score, path (what the evaluation report reads)."""
     buffer = io.StringIO()
@@ -116,4 +140,5 @@ def write_outputs(run: RunDirectory, config: RunConfig, groups: dict, scores: di
     return result
 
 
-__all__ = ["check_config", "check_validation_clips", "evaluate_scores", "by_group", "write_scores", "write_outputs"]
+__all__ = ["check_config", "check_validation_clips", "evaluate_scores", "by_group", "machine_threshold", "write_scores",
+           "write_outputs"]

@@ -8,10 +8,12 @@ import shutil
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from pump_keras.config import EvalConfig, SyntheticConfig, load_config, replace
 from pump_keras.deploy.export import export_run
 from pump_keras.errors import EvaluationError, ExportError, TrainingError
+from pump_keras.evaluation.normal_only_report import read_scores
 from pump_keras.evaluation.report import evaluate_run
 from pump_keras.training import autoencoder
 from pump_keras.training.loop import train
@@ -51,9 +53,17 @@ def test_synthetic_mimii_run_scores_every_machine_and_resumes(tmp_path):
     again = train(config, log=lines.append)
     assert again.epochs_run == 0 and sum("not trained again" in line for line in lines) == 2
     assert again.metrics["test"] == metrics["test"]
-    # Export and the evaluation report say plainly what they do not do yet.
-    with pytest.raises(ExportError, match="does not serve yet; train it with --no-export"):
+    # One machine's autoencoder as a SavedModel: WAV bytes in, the run's score and decision out.
+    with pytest.raises(ExportError, match="scores 2 machines"):
         export_run(str(run), str(tmp_path / "saved"))
+    served = tf.saved_model.load(export_run(str(run), str(tmp_path / "saved"), machine="pump/id_00"))
+    entry = threshold["machines"]["pump/id_00"]
+    kept = read_scores(str(run))["test"]["pump/id_00"]
+    for path, score in list(zip(kept["paths"], kept["scores"]))[:4]:
+        outputs = served.signatures["serving_default"](wav_bytes=tf.constant([open(path, "rb").read()]))
+        logit = float(outputs["logit"].numpy()[0])
+        assert logit * entry["val_score_std"] + entry["threshold_score"] == pytest.approx(score, rel=1e-3)
+        assert bool(outputs["is_anomaly"].numpy()[0]) == (score >= entry["threshold_score"])
     report = evaluate_run(str(run), log=lambda line: None)
     assert report["model"]["auc"] == pytest.approx(metrics["test"]["auc"])
     low, high = report["per_machine_id"]["pump/id_00"]["auc_ci"]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pump_keras.cli import evaluate as evaluate_cli
+from pump_keras.cli import evaluate as evaluate_cli, train as train_cli
 from pump_keras.config import SyntheticConfig, load_config, replace
 from pump_keras.data.index import ClipRecord
 from pump_keras.data.split import read_manifest
@@ -106,3 +106,10 @@ def test_class_names_with_attributes():
                         domain="target", attributes="vel_6", id_kind="section")
     assert id_embedding.class_name(record, "machine") == "pump/section_01"
     assert id_embedding.class_name(record, "machine_attributes") == "pump/section_01/target/vel_6"
+
+
+def test_training_refuses_to_export_a_normal_only_run_without_a_machine(tmp_path, capsys):
+    status = train_cli.main(["--preset", "normal_only", "--run-dir", str(tmp_path / "run"),
+                             "--set", "export.enabled=true"])
+    assert status == 2 and "serves one machine: set export.machine" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
