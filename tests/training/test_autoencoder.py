@@ -74,14 +74,21 @@ def test_synthetic_mimii_run_scores_every_machine_and_resumes(tmp_path):
         evaluate_run(str(run), data_dir=str(tmp_path))
 
 
-def test_real_dcase_clips_in_the_official_layout(tmp_path):
-    """The 16 real DCASE 2020 clips as dev_data/pump/{train,test}: a file-format check, not a measurement."""
+@pytest.fixture
+def real_dcase_dev_data(tmp_path):
+    """The real DCASE 2020 clips of ids 04 and 06 as dev_data/pump/{train,test} (two normal training clips each)."""
+    folder = tmp_path / "real"
     train_names = ["normal_id_04_00000000", "normal_id_04_00000007", "normal_id_06_00000000", "normal_id_06_00000008"]
     for path in DCASE_DIR.glob("*_id_0[46]_*.wav"):
         subset = "train" if path.stem in train_names else "test"
-        (tmp_path / "dev_data" / "pump" / subset).mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, tmp_path / "dev_data" / "pump" / subset / path.name)
-    config = small_config(tmp_path, data_dir=str(tmp_path / "dev_data"), split_ratios=(0.5, 0.5, 0.0))
+        (folder / "dev_data" / "pump" / subset).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, folder / "dev_data" / "pump" / subset / path.name)
+    return folder / "dev_data"
+
+
+def test_real_dcase_clips_in_the_official_layout(tmp_path, real_dcase_dev_data):
+    """The real DCASE 2020 clips in their official layout: a file-format check, not a measurement."""
+    config = small_config(tmp_path, data_dir=str(real_dcase_dev_data), split_ratios=(0.5, 0.5, 0.0))
     config = replace(config, evaluation=EvalConfig(threshold_criterion="fpr", target_fpr=0.1))
     result = train(config, log=lambda line: None)
     assert sorted(result.metrics["test_per_machine_id"]) == ["pump/id_04", "pump/id_06"]

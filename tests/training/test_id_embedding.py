@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -13,10 +14,12 @@ from pump_keras.config import SyntheticConfig, load_config, replace
 from pump_keras.data.index import ClipRecord
 from pump_keras.data.split import read_manifest
 from pump_keras.deploy.export import export_run
+from pump_keras.deploy.tflite import TFLiteScorer, image_for_file, write_tflite
 from pump_keras.errors import ExportError, TrainingError
 from pump_keras.evaluation.dcase_results import clip_names
 from pump_keras.training import id_embedding
 from pump_keras.training.loop import train
+from tests.training.test_autoencoder import real_dcase_dev_data  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.slow
 
@@ -62,6 +65,13 @@ def test_run_scores_every_machine_writes_its_files_and_resumes(tmp_path):
     for path, name in zip(test, clip_names(test)):
         outputs = served.signatures["serving_default"](wav_bytes=tf.constant([open(path, "rb").read()]))
         assert bool(outputs["is_anomaly"].numpy()[0]) == (scores[name] >= threshold), path
+    # The same scorer as a float32 TFLite model (the edge): the same logits, up to float32 kernels (the
+    # logit divides a distance by the small spread of normal distances, which magnifies their last bits).
+    scorer, _ = id_embedding.machine_scorer(str(run), "pump/id_02")
+    tflite_path = write_tflite(scorer, "float32", str(tmp_path / "scorer.tflite"))
+    images = np.stack([image_for_file(path, small_config(tmp_path).features) for path in test[:3]])
+    np.testing.assert_allclose(TFLiteScorer(tflite_path).logits(images),
+                               keras.ops.convert_to_numpy(scorer(images)).reshape(-1), rtol=1e-2, atol=1e-2)
 
 
 def test_the_evaluate_command_reports_a_normal_only_run_per_machine(tmp_path, capsys):
@@ -78,6 +88,17 @@ def test_neg_log_prob_score_and_mixup(tmp_path):
                    log=lambda line: None)
     assert result.metrics["score"] == id_embedding.SCORE_NAMES["neg_log_prob"]
     assert np.isfinite(result.metrics["test"]["auc"])
+
+
+def test_real_dcase_clips_in_the_official_layout(tmp_path, real_dcase_dev_data):
+    """The real DCASE 2020 clips (ids 04 and 06) in their official layout: a file-format check, not a measurement."""
+    config = small_config(tmp_path, "train.epochs=1", "evaluation.threshold_criterion=fpr", "evaluation.target_fpr=0.1",
+                          "data.split_ratios=[0.5,0.5,0.0]", f"data.data_dir={real_dcase_dev_data}")
+    result = train(config, log=lambda line: None)
+    assert result.metrics["classes"] == ["pump/id_04", "pump/id_06"]
+    rows = (tmp_path / "run" / "report" / "dcase" / "anomaly_score_pump_id_06.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in rows] == [
+        "anomaly_id_06_00000010.wav", "anomaly_id_06_00000013.wav", "normal_id_06_00000011.wav"]
 
 
 def test_one_machine_cannot_be_told_apart(tmp_path):
