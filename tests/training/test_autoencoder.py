@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import keras
 import numpy as np
@@ -17,7 +16,6 @@ from pump_keras.evaluation.normal_only_report import read_scores
 from pump_keras.evaluation.report import evaluate_run
 from pump_keras.training import autoencoder
 from pump_keras.training.loop import train
-from tests.conftest import DCASE_DIR
 
 pytestmark = pytest.mark.slow
 
@@ -72,18 +70,6 @@ def test_synthetic_mimii_run_scores_every_machine_and_resumes(tmp_path):
         run / "report" / "report.md").read_text()
     with pytest.raises(EvaluationError, match="normal-only run: its report covers the test split"):
         evaluate_run(str(run), data_dir=str(tmp_path))
-
-
-@pytest.fixture
-def real_dcase_dev_data(tmp_path):
-    """The real DCASE 2020 clips of ids 04 and 06 as dev_data/pump/{train,test} (two normal training clips each)."""
-    folder = tmp_path / "real"
-    train_names = ["normal_id_04_00000000", "normal_id_04_00000007", "normal_id_06_00000000", "normal_id_06_00000008"]
-    for path in DCASE_DIR.glob("*_id_0[46]_*.wav"):
-        subset = "train" if path.stem in train_names else "test"
-        (folder / "dev_data" / "pump" / subset).mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, folder / "dev_data" / "pump" / subset / path.name)
-    return folder / "dev_data"
 
 
 def test_real_dcase_clips_in_the_official_layout(tmp_path, real_dcase_dev_data):

@@ -19,7 +19,6 @@ from pump_keras.errors import ExportError, TrainingError
 from pump_keras.evaluation.dcase_results import clip_names
 from pump_keras.training import id_embedding
 from pump_keras.training.loop import train
-from tests.training.test_autoencoder import real_dcase_dev_data  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.slow
 
