@@ -162,6 +162,7 @@ def train_id_embedding(config: RunConfig, synthetic_data_dir: Callable, log: Cal
     if unknown:
         raise TrainingError(f"Test clips of {', '.join(unknown)}, which has no training clips: a clip is scored "
                             "against its own machine's normal sounds.")
+    keras.utils.set_random_seed(config.train.seed)  # the initial weights, then dropout and MixUp
     classifier, embedder = build_id_classifier(config, len(class_names))
     previous = _previous_history(run)
     if len(previous) >= config.train.epochs and run.exists(RunDirectory.BEST):
@@ -176,8 +177,7 @@ def train_id_embedding(config: RunConfig, synthetic_data_dir: Callable, log: Cal
     embeddings = {name: embedder.predict(images[name], batch_size=config.data.batch_size, verbose=0)
                   for name in images}
     _write_references(run, embeddings["train"], splits["train"])
-    scores = {name: _scores(config, classifier, embedder, embeddings, splits, images, name, class_names)
-              for name in ("val", "test")}
+    scores = {name: _scores(config, classifier, embeddings, splits, name, class_names) for name in ("val", "test")}
     result = write_outputs(run, config, groups, scores, SCORE_NAMES[config.normal_only.score])
     result["classes"] = class_names
     run.write_json(RunDirectory.METRICS, result)
@@ -221,7 +221,6 @@ def _fit(classifier, images: np.ndarray, class_ids: np.ndarray, classes: int, co
          run: RunDirectory, previous: List[dict], log: Callable[[str], None]) -> None:
     """Trains `classifier`, resuming from `backup/`; `previous` is the history already written."""
     steps = max(1, len(images) // config.data.batch_size)
-    keras.utils.set_random_seed(config.train.seed)
     classifier.compile(optimizer=recipe.make_optimizer(config.train, steps),
                        loss=keras.losses.CategoricalCrossentropy(from_logits=True,
                                                                  label_smoothing=config.train.label_smoothing),
@@ -256,8 +255,8 @@ def _write_references(run: RunDirectory, embeddings: np.ndarray, records: Sequen
     atomic_write_bytes(run.file(REFERENCES), buffer.getvalue())
 
 
-def _scores(config: RunConfig, classifier, embedder, embeddings: Dict[str, np.ndarray], splits: dict,
-            images: dict, name: str, class_names: List[str]) -> Dict[str, np.ndarray]:
+def _scores(config: RunConfig, classifier, embeddings: Dict[str, np.ndarray], splits: dict, name: str,
+            class_names: List[str]) -> Dict[str, np.ndarray]:
     """`{machine: scores}` of split `name`, in the order of `by_group`."""
     records = splits[name]
     machines = np.array([machine_group(r) for r in records])
