@@ -16,6 +16,7 @@ trained again.
 
 from __future__ import annotations
 
+import csv
 import os
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -103,13 +104,22 @@ def train_autoencoders(config: RunConfig, synthetic_data_dir: Callable, log: Cal
             trained += 1
         for name in scores:
             scores[name][group] = clip_scores(model, vectors[name], config.data.batch_size)
-    if history:
-        run.write_history(history)
+    if history:  # the machines trained now, after those a resumed run had trained before
+        trained_now = {row["machine"] for row in history}
+        run.write_history([row for row in _history_rows(run) if row["machine"] not in trained_now] + history)
     result = write_outputs(run, config, groups, scores, SCORE_NAME)
     files = {name: run.file(name) for name in (
         RunDirectory.CONFIG, RunDirectory.MANIFEST, RunDirectory.AUTOENCODERS, RunDirectory.HISTORY,
         RunDirectory.METRICS, RunDirectory.THRESHOLD, RunDirectory.DCASE_RESULTS)}
     return result, files, trained
+
+
+def _history_rows(run: RunDirectory) -> List[dict]:
+    """The rows of the run's `history.csv` (as text), or none."""
+    if not run.exists(RunDirectory.HISTORY):
+        return []
+    with open(run.file(RunDirectory.HISTORY), newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
 
 
 def _fit(config: RunConfig, vectors: dict, group: str, log: Callable[[str], None]):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import keras
@@ -46,6 +47,14 @@ def test_synthetic_mimii_run_scores_every_machine_and_resumes(tmp_path):
     assert result_csv[:2] == ["pump", "id,AUC,pAUC,pAUC (sklearn McClish)"]
     assert float(result_csv[2].split(",")[1]) == pytest.approx(per_id["pump/id_00"]["auc"], abs=1e-6)
     assert result.epochs_run == 2 * 3
+    # Interrupted after one machine: the other is trained, and the history keeps both.
+    (run / "autoencoders" / "pump_id_02.keras").unlink()
+    lines = []
+    resumed = train(config, log=lines.append)
+    assert resumed.epochs_run == 3 and sum("not trained again" in line for line in lines) == 1
+    machines = [row["machine"] for row in csv.DictReader((run / "history.csv").open())]
+    assert sorted(set(machines)) == ["pump/id_00", "pump/id_02"] and len(machines) == 2 * 3
+    metrics = json.loads((run / "metrics.json").read_text())
     # Resumed: nothing is trained again and the numbers are the same.
     lines = []
     again = train(config, log=lines.append)
