@@ -26,15 +26,13 @@ import tensorflow as tf
 
 from pump_keras.audio.features import wav_bytes_to_waveform
 from pump_keras.audio.frames import waveform_to_vectors
-from pump_keras.config import FeatureConfig, RunConfig, replace
-from pump_keras.data.prepare import prepare_splits
-from pump_keras.data.split import describe_splits, write_manifest
+from pump_keras.config import FeatureConfig, RunConfig
 from pump_keras.errors import TrainingError
 from pump_keras.models import load_model
 from pump_keras.models.autoencoder import reconstruction_errors
 from pump_keras.run_dir import RunDirectory
 from pump_keras.training import normal_only, recipe, setup
-from pump_keras.training.normal_only import by_group, check_validation_clips, write_outputs
+from pump_keras.training.normal_only import write_outputs
 
 SCORE_NAME = "mean squared reconstruction error"
 
@@ -73,19 +71,7 @@ def train_autoencoders(config: RunConfig, synthetic_data_dir: Callable, log: Cal
     when the config names no data.
     """
     check_config(config)
-    run = RunDirectory(config.run_dir)
-    resuming = run.check(config)
-    data_config = config.data
-    if data_config.data_dir is None and data_config.split_file is None:
-        data_config = replace(data_config, data_dir=synthetic_data_dir(config, run, log))
-    splits = prepare_splits(data_config, config.features, run.path if resuming else None)
-    log(describe_splits(splits))
-    groups = {name: by_group(splits[name]) for name in ("train", "val", "test")}
-    check_validation_clips(config, groups)  # before anything is recorded: a corrected command is a new run
-    if not resuming:
-        os.makedirs(run.path, exist_ok=True)
-        run.write_config(config)
-        write_manifest(run.file(RunDirectory.MANIFEST), splits)
+    run, _, _, groups, _ = normal_only.prepare_run(config, synthetic_data_dir, log)
     os.makedirs(run.file(RunDirectory.AUTOENCODERS), exist_ok=True)
     scores: Dict[str, Dict[str, np.ndarray]] = {"val": {}, "test": {}}
     history: List[dict] = []

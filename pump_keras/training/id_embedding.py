@@ -28,11 +28,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pump_keras.config import RunConfig, replace
+from pump_keras.config import RunConfig
 from pump_keras.data.index import machine_group
 from pump_keras.data.pipeline import make_dataset
-from pump_keras.data.prepare import prepare_splits
-from pump_keras.data.split import describe_splits, write_manifest
 from pump_keras.errors import TrainingError
 from pump_keras.files import atomic_write_bytes
 from pump_keras.layers.angular_margin import ArcMarginLogits, l2_normalize
@@ -41,7 +39,7 @@ from pump_keras.layers.standardization import with_row_standardization
 from pump_keras.models import build, load_model
 from pump_keras.run_dir import RunDirectory
 from pump_keras.training import normal_only, recipe, setup
-from pump_keras.training.normal_only import by_group, check_validation_clips, write_outputs
+from pump_keras.training.normal_only import write_outputs
 
 SCORE_NAMES = {"knn": "cosine distance to the nearest training embeddings of the clip's machine",
                "neg_log_prob": "-log p(own machine) under the ArcFace head"}
@@ -133,35 +131,28 @@ def neg_log_prob_scores(logits: np.ndarray, class_names: Sequence[str], machines
     return -np.log(np.maximum(own, 1e-30)).astype(np.float64)
 
 
-def train_id_embedding(config: RunConfig, synthetic_data_dir: Callable, log: Callable[[str], None] = print):
-    """Runs (or resumes) the run of `config`; returns `(metrics, files, epochs run now)`."""
-    normal_only.check_config(config)
-    run = RunDirectory(config.run_dir)
-    resuming = run.check(config)
-    data_config = config.data
-    if data_config.data_dir is None and data_config.split_file is None:
-        data_config = replace(data_config, data_dir=synthetic_data_dir(config, run, log))
-    splits = prepare_splits(data_config, config.features, run.path if resuming else None)
-    log(describe_splits(splits))
-    groups = {name: by_group(splits[name]) for name in ("train", "val", "test")}
-    check_validation_clips(config, groups)
-    class_names = sorted({class_name(r, config.normal_only.classes) for r in splits["train"]})
+def check_machines(splits: dict, classes: str) -> None:
+    """Raises unless training has two classes or more, and every test clip's machine has training clips."""
+    class_names = sorted({class_name(r, classes) for r in splits["train"]})
     if len(class_names) < 2:
         raise TrainingError(f"The training split holds one machine ({class_names[0]}): telling machines apart "
                             "needs at least two (add recordings of another machine or id, or use the "
                             "dcase2020_ae preset, which models each machine alone).")
-    if not resuming:
-        os.makedirs(run.path, exist_ok=True)
-        run.write_config(config)
-        write_manifest(run.file(RunDirectory.MANIFEST), splits)
-
-    cache_dir = run.file(RunDirectory.CACHE)
-    images = {name: split_images(splits[name], config, data_config, cache_dir, name) for name in splits if splits[name]}
-    class_ids = np.array([class_names.index(class_name(r, config.normal_only.classes)) for r in splits["train"]])
     unknown = sorted({machine_group(r) for r in splits["test"]} - {machine_group(r) for r in splits["train"]})
     if unknown:
         raise TrainingError(f"Test clips of {', '.join(unknown)}, which has no training clips: a clip is scored "
                             "against its own machine's normal sounds.")
+
+
+def train_id_embedding(config: RunConfig, synthetic_data_dir: Callable, log: Callable[[str], None] = print):
+    """Runs (or resumes) the run of `config`; returns `(metrics, files, epochs run now)`."""
+    normal_only.check_config(config)
+    run, data_config, splits, groups, _ = normal_only.prepare_run(
+        config, synthetic_data_dir, log, check_splits=lambda splits: check_machines(splits, config.normal_only.classes))
+    class_names = sorted({class_name(r, config.normal_only.classes) for r in splits["train"]})
+    cache_dir = run.file(RunDirectory.CACHE)
+    images = {name: split_images(splits[name], config, data_config, cache_dir, name) for name in splits if splits[name]}
+    class_ids = np.array([class_names.index(class_name(r, config.normal_only.classes)) for r in splits["train"]])
     keras.utils.set_random_seed(config.train.seed)  # the initial weights, then dropout and MixUp
     classifier, embedder = build_id_classifier(config, len(class_names))
     previous = _previous_history(run)
@@ -274,5 +265,5 @@ def _scores(config: RunConfig, classifier, embeddings: Dict[str, np.ndarray], sp
     return {group: all_scores[machines == group] for group in np.unique(machines)}
 
 
-__all__ = ["SCORE_NAMES", "EMBEDDER", "REFERENCES", "class_name", "build_id_classifier", "knn_scores",
+__all__ = ["SCORE_NAMES", "EMBEDDER", "REFERENCES", "class_name", "build_id_classifier", "check_machines", "knn_scores",
            "neg_log_prob_scores", "train_id_embedding", "machine_scorer"]

@@ -13,12 +13,14 @@ import csv
 import io
 import json
 import os
-from typing import Dict
+from typing import Callable, Dict, Optional
 
 import numpy as np
 
-from pump_keras.config import RunConfig
+from pump_keras.config import RunConfig, replace
 from pump_keras.data.index import machine_group
+from pump_keras.data.prepare import prepare_splits
+from pump_keras.data.split import describe_splits, write_manifest
 from pump_keras.errors import TrainingError
 from pump_keras.evaluation import metrics
 from pump_keras.evaluation.dcase_results import write_dcase_results
@@ -39,6 +41,33 @@ def check_config(config: RunConfig) -> None:
     if config.train.pseudo_anomaly_fraction:
         raise TrainingError("Made-up anomalies belong to the normal/abnormal classifier; the normal-only "
                             "methods take none (set train.pseudo_anomaly_fraction to 0).")
+
+
+def prepare_run(config: RunConfig, synthetic_data_dir: Callable, log: Callable[[str], None],
+                check_splits: Optional[Callable[[dict], None]] = None):
+    """A normal-only run's directory and data: `(run, data_config, splits, groups, resuming)`.
+
+    The data is split and checked (`check_validation_clips`, then the
+    method's own `check_splits`) before the config and the manifest are
+    recorded, so a corrected command starts a new run instead of being
+    refused as another config.
+    """
+    run = RunDirectory(config.run_dir)
+    resuming = run.check(config)
+    data_config = config.data
+    if data_config.data_dir is None and data_config.split_file is None:
+        data_config = replace(data_config, data_dir=synthetic_data_dir(config, run, log))
+    splits = prepare_splits(data_config, config.features, run.path if resuming else None)
+    log(describe_splits(splits))
+    groups = {name: by_group(splits[name]) for name in ("train", "val", "test")}
+    check_validation_clips(config, groups)
+    if check_splits is not None:
+        check_splits(splits)
+    if not resuming:
+        os.makedirs(run.path, exist_ok=True)
+        run.write_config(config)
+        write_manifest(run.file(RunDirectory.MANIFEST), splits)
+    return run, data_config, splits, groups, resuming
 
 
 def check_validation_clips(config: RunConfig, groups: dict) -> None:
@@ -140,5 +169,5 @@ def write_outputs(run: RunDirectory, config: RunConfig, groups: dict, scores: di
     return result
 
 
-__all__ = ["check_config", "check_validation_clips", "evaluate_scores", "by_group", "machine_threshold", "write_scores",
+__all__ = ["check_config", "prepare_run", "check_validation_clips", "evaluate_scores", "by_group", "machine_threshold", "write_scores",
            "write_outputs"]

@@ -105,6 +105,7 @@ def test_one_machine_cannot_be_told_apart(tmp_path):
     config = replace(config, synthetic=replace(config.synthetic, machine_ids=("00",)))
     with pytest.raises(TrainingError, match="needs at least two"):
         train(config, log=lambda line: None)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["synthetic"]  # nothing recorded
 
 
 def test_knn_score_is_the_cosine_distance_to_the_nearest_references():
