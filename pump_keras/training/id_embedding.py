@@ -265,5 +265,5 @@ def _scores(config: RunConfig, classifier, embeddings: Dict[str, np.ndarray], sp
     return {group: all_scores[machines == group] for group in np.unique(machines)}
 
 
-__all__ = ["SCORE_NAMES", "EMBEDDER", "REFERENCES", "class_name", "build_id_classifier", "check_machines", "knn_scores",
-           "neg_log_prob_scores", "train_id_embedding", "machine_scorer"]
+__all__ = ["SCORE_NAMES", "EMBEDDER", "REFERENCES", "class_name", "build_id_classifier", "check_machines",
+           "knn_scores", "neg_log_prob_scores", "train_id_embedding", "machine_scorer"]

@@ -128,7 +128,8 @@ def machine_threshold(run_dir: str, machine=None):
     """
     path = os.path.join(run_dir, RunDirectory.THRESHOLD)
     if not os.path.exists(path):
-        raise TrainingError(f"{run_dir} holds no {RunDirectory.THRESHOLD}: train it first (python -m pump_keras.train).")
+        raise TrainingError(f"{run_dir} holds no {RunDirectory.THRESHOLD}: train it first "
+                            "(python -m pump_keras.train).")
     with open(path, encoding="utf-8") as handle:
         thresholds = json.load(handle)["machines"]
     if machine is None:
@@ -169,5 +170,6 @@ def write_outputs(run: RunDirectory, config: RunConfig, groups: dict, scores: di
     return result
 
 
-__all__ = ["check_config", "prepare_run", "check_validation_clips", "evaluate_scores", "by_group", "machine_threshold", "write_scores",
+__all__ = ["check_config", "prepare_run", "check_validation_clips", "evaluate_scores", "by_group", "machine_threshold",
+           "write_scores",
            "write_outputs"]
