@@ -171,5 +171,4 @@ def write_outputs(run: RunDirectory, config: RunConfig, groups: dict, scores: di
 
 
 __all__ = ["check_config", "prepare_run", "check_validation_clips", "evaluate_scores", "by_group", "machine_threshold",
-           "write_scores",
-           "write_outputs"]
+           "write_scores", "write_outputs"]
