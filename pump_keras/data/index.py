@@ -14,7 +14,8 @@ These layouts are recognised, matched on each file's absolute path parts:
 * DCASE 2020 Task 2: ``{normal,anomaly}_id_XX_NNNNNNNN.wav``, flat or under
   ``<machine>/train/`` and ``<machine>/test/`` folders (``dev_data/pump/...``).
 * DCASE 2021-2023 Task 2:
-  ``<machine>/{train,test,source_test,target_test}/section_XX_{source,target}_{train,test}_{normal,anomaly}_NNNN[_ATTRIBUTES].wav``:
+  ``<machine>/{train,test,source_test,target_test}/`` holding
+  ``section_XX_{source,target}_{train,test}_{normal,anomaly}_NNNN[_ATTRIBUTES].wav``:
   the section takes the place of the machine id, and the domain, the
   official train/test partition and the attributes come from the name.
 * Evaluation sets without labels: ``id_XX_NNNNNNNN.wav`` (2020) and

@@ -19,7 +19,9 @@ from pump_keras.layers.angular_margin import l2_normalize
 
 @keras.saving.register_keras_serializable(package="pump_keras")
 class ReferenceDistanceLogit(keras.layers.Layer):
-    """`[batch, D]` embeddings to `[batch, 1]`: `(mean cosine distance to the k nearest references - threshold) / spread`.
+    """`[batch, D]` embeddings to `[batch, 1]` logits: `(distance - threshold) / spread`.
+
+    The distance is the mean cosine distance to the `k` nearest references.
 
     Args:
         references: how many reference embeddings the layer holds (set them
