@@ -148,26 +148,34 @@ def network_overrides(model: str, user_set, cnn_set) -> list:
     raise ValueError(model)
 
 
-def train_network(out: str, condition: str, seed: int, model: str, overrides, log) -> dict:
-    """Test metrics of one network on one condition and seed (trained once, then read back)."""
+def trained_metrics(run_dir: str, preset_name: str, overrides, label: str, log) -> dict:
+    """The `metrics.json` of the run in `run_dir`, trained first if it has none.
+
+    The run is `preset_name` plus `overrides()` (called only when it trains:
+    the split it names may need writing).
+    """
     import keras
 
     from pump_keras.config import load_config
     from pump_keras.training.loop import train
 
-    run_dir = os.path.join(out, "runs", condition, model, f"seed{seed}")
     metrics_path = os.path.join(run_dir, "metrics.json")
     if not os.path.exists(metrics_path):
-        split = condition_split(out, condition, seed)
-        config = load_config("quick", None, [
-            *overrides, f"data.split_file={split}", f"train.seed={seed}", f"run_dir={run_dir}",
-            "export.enabled=false", "train.verbose=0"])
+        config = load_config(preset_name, None, [*overrides(), f"run_dir={run_dir}", "train.verbose=0"])
         keras.backend.clear_session()
         started = time.perf_counter()
         train(config, log=lambda message: None)
-        log(f"  {condition} seed {seed} {model}: {time.perf_counter() - started:.0f} s")
+        log(f"  {label}: {time.perf_counter() - started:.0f} s")
     with open(metrics_path, encoding="utf-8") as handle:
-        metrics = json.load(handle)
+        return json.load(handle)
+
+
+def train_network(out: str, condition: str, seed: int, model: str, overrides, log) -> dict:
+    """Test metrics of one network on one condition and seed (trained once, then read back)."""
+    run_dir = os.path.join(out, "runs", condition, model, f"seed{seed}")
+    metrics = trained_metrics(run_dir, "quick", lambda: [
+        *overrides, f"data.split_file={condition_split(out, condition, seed)}", f"train.seed={seed}",
+        "export.enabled=false"], f"{condition} seed {seed} {model}", log)
     return {"auc": metrics["test"]["auc"], "pauc": metrics["test"]["pauc"],
             "val_auc": metrics["val"]["auc"], "best_epoch": metrics.get("best_epoch")}
 

@@ -89,24 +89,11 @@ def dcase2021_folder(out: str, seed: int) -> str:
 
 def train_model(out: str, condition: str, seed: int, model: str, user_set, log) -> dict:
     """Per-id test AUC and pAUC of one model on one condition and seed (trained once, then read back)."""
-    import keras
-
-    from pump_keras.config import load_config
-    from pump_keras.training.loop import train
-
     run_dir = os.path.join(out, "runs", condition, model, f"seed{seed}")
-    metrics_path = os.path.join(run_dir, "metrics.json")
-    if not os.path.exists(metrics_path):
-        overrides = list(user_set) if model == "ours" else list(AE_SETTINGS)
-        config = load_config(MODELS[model], None, [
-            *overrides, f"data.split_file={condition_split(out, condition, seed)}", f"train.seed={seed}",
-            f"run_dir={run_dir}", "train.verbose=0"])
-        keras.backend.clear_session()
-        started = time.perf_counter()
-        train(config, log=lambda message: None)
-        log(f"  {condition} seed {seed} {model}: {time.perf_counter() - started:.0f} s")
-    with open(metrics_path, encoding="utf-8") as handle:
-        metrics = json.load(handle)
+    settings = list(user_set) if model == "ours" else list(AE_SETTINGS)
+    metrics = learning.trained_metrics(run_dir, MODELS[model], lambda: [
+        *settings, f"data.split_file={condition_split(out, condition, seed)}", f"train.seed={seed}"],
+        f"{condition} seed {seed} {model}", log)
     return {group: {"auc": m["auc"], "pauc": m["pauc"]} for group, m in metrics["test_per_machine_id"].items()}
 
 

@@ -192,6 +192,13 @@ class RunDirectory:
         writer.writerows(history)
         atomic_write_bytes(self.file(self.HISTORY), buffer.getvalue().encode())
 
+    def read_history(self) -> List[dict]:
+        """The rows of `history.csv` as `write_history` wrote them (values as text), or none."""
+        if not self.exists(self.HISTORY):
+            return []
+        with open(self.file(self.HISTORY), newline="", encoding="utf-8") as handle:
+            return list(csv.DictReader(handle))
+
     def save_model(self, model, name: str) -> None:
         """Saves `model` (with optimizer state) to `name`, atomically."""
         atomic_save(self.file(name), model.save)

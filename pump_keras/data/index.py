@@ -263,15 +263,20 @@ def _check_root(root) -> Path:
     return root_path
 
 
+def _examples(lines: Sequence[str]) -> str:
+    """The first few of `lines`, indented one per line, and how many more there are."""
+    shown = "\n".join(f"  {line}" for line in lines[:_MAX_EXAMPLES])
+    return shown + (f"\n  ... and {len(lines) - _MAX_EXAMPLES} more" if len(lines) > _MAX_EXAMPLES else "")
+
+
 def _check_regular_files(root: Path, paths: Sequence[str]) -> None:
     """Raises for `.wav` names that are not regular files (a named pipe would hang any reader)."""
     special = [(path, kind) for path in paths for kind in [special_file_kind(path)] if kind]
     if special:
-        examples = "\n".join(f"  {os.path.relpath(p, root)}: {kind}" for p, kind in special[:_MAX_EXAMPLES])
-        more = f"\n  ... and {len(special) - _MAX_EXAMPLES} more" if len(special) > _MAX_EXAMPLES else ""
+        examples = _examples([f"{os.path.relpath(p, root)}: {kind}" for p, kind in special])
         raise DatasetError(
             f"{root}: {len(special)} .wav name(s) are not regular files (none was opened):\n"
-            f"{examples}{more}\nRemove them or move them out of the dataset folder."
+            f"{examples}\nRemove them or move them out of the dataset folder."
         )
 
 
@@ -391,11 +396,10 @@ def _known_machine_in(folder: str) -> Optional[str]:
 
 def _unknown_files_message(root: Path, unknown: Sequence[str]) -> str:
     """Describes `.wav` files that follow no known layout, and the layouts there are."""
-    examples = "\n".join(f"  {os.path.relpath(p, root)}" for p in unknown[:_MAX_EXAMPLES])
-    more = f"\n  ... and {len(unknown) - _MAX_EXAMPLES} more" if len(unknown) > _MAX_EXAMPLES else ""
+    examples = _examples([os.path.relpath(p, root) for p in unknown])
     return (
         f"{root}: {len(unknown)} .wav file(s) follow neither known layout, e.g.:\n"
-        f"{examples}{more}\n"
+        f"{examples}\n"
         f"The layouts are:\n{LAYOUTS_TEXT}"
     )
 
@@ -411,11 +415,10 @@ def _check_labelled(root: Path, records: Sequence[ClipRecord]) -> None:
     """Raises if some clips carry no normal/anomaly label (a DCASE evaluation set)."""
     unlabelled = [r.path for r in records if r.label == UNLABELLED]
     if unlabelled:
-        examples = "\n".join(f"  {os.path.relpath(p, root)}" for p in unlabelled[:_MAX_EXAMPLES])
-        more = f"\n  ... and {len(unlabelled) - _MAX_EXAMPLES} more" if len(unlabelled) > _MAX_EXAMPLES else ""
+        examples = _examples([os.path.relpath(p, root) for p in unlabelled])
         raise DatasetError(
             f"{root}: {len(unlabelled)} .wav file(s) carry no normal/anomaly label in their name "
-            f"(a DCASE evaluation set), e.g.:\n{examples}{more}\n"
+            f"(a DCASE evaluation set), e.g.:\n{examples}\n"
             "Training and evaluation need labelled clips: point --data-dir at a development set, "
             "and score evaluation clips with `python -m pump_keras.predict`."
         )

@@ -118,6 +118,13 @@ def _outputs_of_logits(logits: tf.Tensor, threshold: float) -> dict:
     return {"anomaly_score": scores, "is_anomaly": scores >= threshold, "logit": logits}
 
 
+def _sample_rate_check(sample_rate: tf.Tensor, features: FeatureConfig) -> tf.Operation:
+    """Asserts that waveforms given to a signature come at the rate the model was trained on."""
+    return tf.debugging.assert_equal(
+        sample_rate, features.sample_rate,
+        message=f"sample_rate must be {features.sample_rate} Hz, the rate the model was trained on")
+
+
 def frame_serving_functions(autoencoder: keras.Model, features: FeatureConfig, threshold: float,
                             spread: float) -> dict:
     """The signatures of one machine's DCASE 2020 autoencoder: WAV bytes or waveforms in (no images).
@@ -142,10 +149,7 @@ def frame_serving_functions(autoencoder: keras.Model, features: FeatureConfig, t
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32, name="waveforms"),
                                   tf.TensorSpec([], tf.int32, name="sample_rate")])
     def serve_waveforms(waveforms, sample_rate):
-        check_rate = tf.debugging.assert_equal(
-            sample_rate, features.sample_rate,
-            message=f"sample_rate must be {features.sample_rate} Hz, the rate the model was trained on")
-        with tf.control_dependencies([check_rate]):
+        with tf.control_dependencies([_sample_rate_check(sample_rate, features)]):
             logits = tf.map_fn(clip_logit, waveforms, fn_output_signature=tf.float32)
         return _outputs_of_logits(logits, 0.5)
 
@@ -166,10 +170,7 @@ def serving_functions(model: keras.Model, features: FeatureConfig, threshold: fl
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32, name="waveforms"),
                                   tf.TensorSpec([], tf.int32, name="sample_rate")])
     def serve_waveforms(waveforms, sample_rate):
-        check = tf.debugging.assert_equal(
-            sample_rate, features.sample_rate,
-            message=f"sample_rate must be {features.sample_rate} Hz, the rate the model was trained on")
-        with tf.control_dependencies([check]):
+        with tf.control_dependencies([_sample_rate_check(sample_rate, features)]):
             images = tf.map_fn(lambda waveform: waveform_to_image(waveform, features), waveforms,
                                fn_output_signature=image_spec)
         return _outputs(model, to_backbone_channels(images, features), threshold)

@@ -16,7 +16,6 @@ trained again.
 
 from __future__ import annotations
 
-import csv
 import os
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -92,20 +91,12 @@ def train_autoencoders(config: RunConfig, synthetic_data_dir: Callable, log: Cal
             scores[name][group] = clip_scores(model, vectors[name], config.data.batch_size)
     if history:  # the machines trained now, after those a resumed run had trained before
         trained_now = {row["machine"] for row in history}
-        run.write_history([row for row in _history_rows(run) if row["machine"] not in trained_now] + history)
+        run.write_history([row for row in run.read_history() if row["machine"] not in trained_now] + history)
     result = write_outputs(run, config, groups, scores, SCORE_NAME)
     files = {name: run.file(name) for name in (
         RunDirectory.CONFIG, RunDirectory.MANIFEST, RunDirectory.AUTOENCODERS, RunDirectory.HISTORY,
         RunDirectory.METRICS, RunDirectory.THRESHOLD, RunDirectory.DCASE_RESULTS)}
     return result, files, trained
-
-
-def _history_rows(run: RunDirectory) -> List[dict]:
-    """The rows of the run's `history.csv` (as text), or none."""
-    if not run.exists(RunDirectory.HISTORY):
-        return []
-    with open(run.file(RunDirectory.HISTORY), newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
 
 
 def _fit(config: RunConfig, vectors: dict, group: str, log: Callable[[str], None]):

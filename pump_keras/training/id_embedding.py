@@ -19,9 +19,7 @@ the last completed epoch (`keras.callbacks.BackupAndRestore` under `backup/`).
 
 from __future__ import annotations
 
-import csv
 import io
-import os
 from typing import Callable, Dict, List, Optional, Sequence
 
 import keras
@@ -232,11 +230,7 @@ def _fit(classifier, images: np.ndarray, class_ids: np.ndarray, classes: int, co
 
 def _previous_history(run: RunDirectory) -> List[dict]:
     """The rows of `history.csv` written before this process started (a resumed run), else none."""
-    path = run.file(RunDirectory.HISTORY)
-    if not os.path.exists(path):
-        return []
-    with open(path, newline="", encoding="utf-8") as handle:
-        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in csv.DictReader(handle)]
+    return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in run.read_history()]
 
 
 def _write_references(run: RunDirectory, embeddings: np.ndarray, records: Sequence) -> None:
