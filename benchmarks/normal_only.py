@@ -49,7 +49,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import learning  # noqa: E402  (the learning benchmark's recordings and conditions)
 
 CONDITIONS = ("snr6", "snr0", "snr-6", "target_shift")
-MODELS = {"ours": "normal_only", "dcase_ae": "dcase2020_ae"}
+MODELS = {"ours": "normal_only", "dcase_ae": "dcase2020_ae"}  # trained: name -> preset
+COLUMNS = (*MODELS, "logmel_gaussian")
 AE_SETTINGS = ["data.batch_size=64"]  # enough steps for the baseline on a few hundred clips (see above)
 
 
@@ -97,6 +98,28 @@ def train_model(out: str, condition: str, seed: int, model: str, user_set, log) 
     return {group: {"auc": m["auc"], "pauc": m["pauc"]} for group, m in metrics["test_per_machine_id"].items()}
 
 
+def logmel_gaussian(out: str, condition: str, seed: int) -> dict:
+    """Per-id test AUC and pAUC of the simple normal-only baseline (`normal_gaussian_baseline` on log-mel statistics)."""
+    from pump_keras.config import preset
+    from pump_keras.data.index import machine_group
+    from pump_keras.data.split import read_manifest
+    from pump_keras.evaluation.baselines import logmel_features, normal_gaussian_baseline
+    from pump_keras.evaluation.metrics import partial_auc, roc_auc
+
+    splits = read_manifest(condition_split(out, condition, seed))
+    features = {name: logmel_features(splits[name], preset("normal_only").features, os.path.join(
+        out, "logmel", f"{condition}-seed{seed}-{name}.npz")) for name in ("train", "test")}
+    machines = {name: [machine_group(r) for r in splits[name]] for name in ("train", "test")}
+    scores = normal_gaussian_baseline(features["train"], machines["train"], features["test"], machines["test"])
+    labels = [r.label for r in splits["test"]]
+    result = {}
+    for group in sorted(set(machines["test"])):
+        own = [i for i, machine in enumerate(machines["test"]) if machine == group]
+        result[group] = {"auc": roc_auc([labels[i] for i in own], scores[own]),
+                         "pauc": partial_auc([labels[i] for i in own], scores[own])}
+    return result
+
+
 def mean_over_ids(result: dict, key: str) -> float:
     return statistics.mean(m[key] for m in result.values())
 
@@ -109,11 +132,11 @@ def mean_std(values) -> str:
 
 def table(results: dict, conditions) -> str:
     """Per condition: AUC and pAUC of both models (means over ids; mean +- std over seeds)."""
-    lines = ["| condition | ours AUC | ours pAUC | dcase_ae AUC | dcase_ae pAUC | AUC gain |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    lines = ["| condition | " + " | ".join(f"{m} AUC | {m} pAUC" for m in COLUMNS) + " | AUC gain over dcase_ae |",
+             "| --- " * (2 * len(COLUMNS) + 2) + "|"]
     for condition in conditions:
         cells = []
-        for model in MODELS:
+        for model in COLUMNS:
             for key in ("auc", "pauc"):
                 cells.append(mean_std([mean_over_ids(r, key) for r in results[condition][model]]))
         gain = statistics.mean(mean_over_ids(o, "auc") - mean_over_ids(b, "auc") for o, b in zip(
@@ -129,7 +152,7 @@ def per_id(results: dict, conditions) -> dict:
         groups = sorted(results[condition]["ours"][0])
         for group in groups:
             rows[f"{condition} {group}"] = {model: statistics.mean(r[group]["auc"] for r in results[condition][model])
-                                            for model in MODELS}
+                                            for model in COLUMNS}
     return rows
 
 
@@ -152,17 +175,20 @@ def main(argv=None) -> int:
         return 2
     log = lambda message: print(message, flush=True)  # noqa: E731
     started = time.perf_counter()
-    results = {c: {m: [] for m in MODELS} for c in conditions}
+    results = {c: {m: [] for m in COLUMNS} for c in conditions}
     for seed in range(seeds):
         for condition in conditions:
             for model in MODELS:
                 results[condition][model].append(train_model(args.out, condition, seed, model, args.set, log))
+            results[condition]["logmel_gaussian"].append(logmel_gaussian(args.out, condition, seed))
     rows = per_id(results, conditions)
     worse = [name for name, row in rows.items() if row["ours"] < row["dcase_ae"]]
     text = (f"# Normal-only benchmark: test AUC / pAUC (means over ids), mean +- std over {seeds} seed(s)\n\n"
             f"ours: normal_only preset {' '.join(args.set) or '(no overrides)'}\n\n" + table(results, conditions)
-            + "\n\n| condition, id | ours AUC | dcase_ae AUC |\n| --- | --- | --- |\n"
-            + "\n".join(f"| {name} | {row['ours']:.3f} | {row['dcase_ae']:.3f} |" for name, row in rows.items())
+            + "\n\n| condition, id | " + " | ".join(f"{m} AUC" for m in COLUMNS) + " |\n"
+            + "| --- " * (len(COLUMNS) + 1) + "|\n"
+            + "\n".join(f"| {name} | " + " | ".join(f"{row[m]:.3f}" for m in COLUMNS) + " |"
+                        for name, row in rows.items())
             + "\n")
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "results.md"), "w", encoding="utf-8") as handle:
@@ -170,6 +196,10 @@ def main(argv=None) -> int:
     print(text)
     print(f"ids where ours is worse: {', '.join(worse) or 'none'}")
     print(f"wall time {time.perf_counter() - started:.0f} s")
+    behind = [name for name, row in rows.items() if row["ours"] < row["logmel_gaussian"]]
+    print(f"ids where ours is worse than logmel_gaussian: {', '.join(behind) or 'none'}")
+    gain = statistics.mean(row["ours"] - row["logmel_gaussian"] for row in rows.values())
+    print(f"auc_gain_vs_logmel_gaussian={gain:.2f}")
     gain = statistics.mean(row["ours"] - row["dcase_ae"] for row in rows.values())
     print(f"auc_gain_vs_dcase_ae={gain:.2f}")
     return 0

@@ -653,7 +653,7 @@ class EvalConfig:
             raise ValueError(f"confidence must lie in (0, 1), got {self.confidence}.")
 
 
-NORMAL_ONLY_SCORES = ("knn", "neg_log_prob")
+NORMAL_ONLY_SCORES = ("knn", "neg_log_prob", "feature_gaussian")
 NORMAL_ONLY_CLASSES = ("machine", "machine_attributes")
 
 
@@ -678,8 +678,15 @@ class NormalOnlyConfig:
         score: `"knn"`: the mean cosine distance from a clip's embedding to
             the `k` nearest embeddings of its machine's training clips;
             `"neg_log_prob"`: `-log p(own class)` under the head's softmax
-            (without the margin).
+            (without the margin); `"feature_gaussian"`: how far the time
+            mean and spread of the backbone's feature map at `feature_stride`
+            lie from those of the machine's training clips (the mean squared
+            z-score under their per-feature mean and spread: a diagonal
+            Gaussian per frequency row, as PaDiM, Defard et al. 2020, fits
+            one per image patch).
         k: neighbours for `"knn"`.
+        feature_stride: for `"feature_gaussian"`, which feature map: the
+            backbone's deepest one whose rows are the input's divided by this.
     """
 
     classes: str = "machine"
@@ -688,13 +695,14 @@ class NormalOnlyConfig:
     margin: float = 0.5
     score: str = "knn"
     k: int = 1
+    feature_stride: int = 4
 
     def __post_init__(self):
         if self.classes not in NORMAL_ONLY_CLASSES:
             raise ValueError(f"classes must be one of {NORMAL_ONLY_CLASSES}, got {self.classes!r}.")
         if self.score not in NORMAL_ONLY_SCORES:
             raise ValueError(f"score must be one of {NORMAL_ONLY_SCORES}, got {self.score!r}.")
-        for name in ("embedding_dim", "k"):
+        for name in ("embedding_dim", "k", "feature_stride"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}.")
         if self.scale <= 0:

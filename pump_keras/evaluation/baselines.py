@@ -39,6 +39,7 @@ from pump_keras.config import FeatureConfig
 from pump_keras.data.index import ClipRecord
 from pump_keras.errors import WavFormatError
 from pump_keras.files import atomic_write_bytes
+from pump_keras.layers.feature_statistics import gaussian_distances, gaussian_statistics
 
 # Bump when `clip_logmel_statistics` changes, so old caches are not reused.
 FEATURE_VERSION = "logmel-mean-std-1"
@@ -174,6 +175,29 @@ def logistic_regression_baseline(train_features, train_labels, features_to_score
     return model.decision_function(np.asarray(features_to_score, dtype=np.float64))
 
 
+def normal_gaussian_baseline(train_features, train_machines, features_to_score, machines) -> np.ndarray:
+    """Normal-only scores: each clip's mean squared z-score under its machine's diagonal Gaussian.
+
+    The Gaussian is fitted to the features of the machine's training clips
+    (normal only); the score is `GaussianDistanceLogit`'s distance, so this is
+    the normal-only method's `feature_gaussian` score on log-mel statistics
+    instead of learnt feature maps.
+
+    Raises:
+        ValueError: a clip's machine has no training clip.
+    """
+    train_features, train_machines = np.asarray(train_features), np.asarray(train_machines)
+    features_to_score, machines = np.asarray(features_to_score), np.asarray(machines)
+    scores = np.zeros(len(machines))
+    for machine in np.unique(machines):
+        own = train_machines == machine
+        if not own.any():
+            raise ValueError(f"normal_gaussian_baseline: {machine} has no training clip.")
+        members = machines == machine
+        scores[members] = gaussian_distances(features_to_score[members], *gaussian_statistics(train_features[own]))
+    return scores
+
+
 def run_baselines(splits: Mapping[str, Sequence[ClipRecord]], feature_config: FeatureConfig,
                   eval_split: str = "test", cache_dir=None,
                   log: Optional[Callable[[str], None]] = None) -> Dict[str, np.ndarray]:
@@ -205,6 +229,7 @@ def run_baselines(splits: Mapping[str, Sequence[ClipRecord]], feature_config: Fe
 
 __all__ = [
     "FEATURE_VERSION",
+    "normal_gaussian_baseline",
     "MAJORITY_THRESHOLD",
     "read_channel",
     "clip_logmel_statistics",

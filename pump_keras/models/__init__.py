@@ -7,7 +7,7 @@ Importing this package registers every model and custom layer, so
 
 import keras
 
-from pump_keras.layers import standardization  # noqa: F401  registers RowStandardization
+from pump_keras.layers import feature_statistics, standardization  # noqa: F401  registers their layers
 from pump_keras.models import autoencoder, conformer, efficientnet_v2, zoo  # noqa: F401  registers builders, layers
 from pump_keras.models.registry import available_models, build, model_inputs, register_model
 

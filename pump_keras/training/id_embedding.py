@@ -32,6 +32,8 @@ from pump_keras.data.pipeline import make_dataset
 from pump_keras.errors import TrainingError
 from pump_keras.files import atomic_write_bytes
 from pump_keras.layers.angular_margin import ArcMarginLogits, l2_normalize
+from pump_keras.layers.feature_statistics import (
+    GaussianDistanceLogit, TimeStatistics, gaussian_distances, gaussian_statistics)
 from pump_keras.layers.reference_distance import ReferenceDistanceLogit
 from pump_keras.layers.standardization import with_row_standardization
 from pump_keras.models import build, load_model
@@ -40,9 +42,13 @@ from pump_keras.training import normal_only, recipe, setup
 from pump_keras.training.normal_only import write_outputs
 
 SCORE_NAMES = {"knn": "cosine distance to the nearest training embeddings of the clip's machine",
-               "neg_log_prob": "-log p(own machine) under the ArcFace head"}
+               "neg_log_prob": "-log p(own machine) under the ArcFace head",
+               "feature_gaussian": "mean squared z-score of the feature map's time statistics under the machine's "
+                                   "normal ones"}
 EMBEDDER = "embedder.keras"
 REFERENCES = "reference_embeddings.npz"
+FEATURE_STATISTICS = "feature_statistics.npz"
+EXPORTABLE_SCORES = ("knn", "feature_gaussian")
 BACKUP = "backup"
 
 
@@ -107,6 +113,31 @@ def training_batches(images: np.ndarray, class_ids: np.ndarray, classes: int, co
     return dataset.enumerate().map(augment).prefetch(2)
 
 
+def feature_layer(model: keras.Model, stride: int):
+    """The deepest layer of `model` whose output is a feature map with the input's rows divided by `stride`.
+
+    Raises:
+        TrainingError: no layer has such an output (the backbone does not
+            downsample by `stride`).
+    """
+    rows = model.input_shape[1]
+    found = None
+    for layer in model.layers:
+        shape = getattr(layer, "output", None) is not None and layer.output.shape
+        if shape and len(shape) == 4 and rows is not None and shape[1] * stride == rows:
+            found = layer
+    if found is None:
+        raise TrainingError(f"{model.name} has no feature map at stride {stride} of its {rows} input rows; "
+                            "choose another normal_only.feature_stride.")
+    return found
+
+
+def feature_model(embedder: keras.Model, stride: int) -> keras.Model:
+    """Images to the time statistics (`TimeStatistics`) of the embedder's feature map at `stride`."""
+    return keras.Model(embedder.input, TimeStatistics(name="time_statistics")(
+        feature_layer(embedder, stride).output), name="feature_statistics")
+
+
 def knn_scores(embeddings: np.ndarray, references: np.ndarray, k: int) -> np.ndarray:
     """The mean cosine distance of each embedding to its `k` nearest `references`."""
     cosine = keras.ops.convert_to_numpy(keras.ops.matmul(l2_normalize(embeddings), keras.ops.transpose(
@@ -166,6 +197,12 @@ def train_id_embedding(config: RunConfig, synthetic_data_dir: Callable, log: Cal
     embeddings = {name: embedder.predict(images[name], batch_size=config.data.batch_size, verbose=0)
                   for name in images}
     _write_references(run, embeddings["train"], splits["train"])
+    if config.normal_only.score == "feature_gaussian":
+        # From the saved embedder, as export builds it (a freshly built one can hold a layer called twice).
+        features = feature_model(load_model(run.file(EMBEDDER)), config.normal_only.feature_stride)
+        embeddings = {name: features.predict(images[name], batch_size=config.data.batch_size, verbose=0)
+                      for name in images}
+        _write_feature_statistics(run, embeddings["train"], splits["train"])
     scores = {name: _scores(config, classifier, embeddings, splits, name, class_names) for name in ("val", "test")}
     result = write_outputs(run, config, groups, scores, SCORE_NAMES[config.normal_only.score])
     result["classes"] = class_names
@@ -173,37 +210,48 @@ def train_id_embedding(config: RunConfig, synthetic_data_dir: Callable, log: Cal
     files = {name: run.file(name) for name in (
         RunDirectory.CONFIG, RunDirectory.MANIFEST, RunDirectory.BEST, EMBEDDER, REFERENCES, RunDirectory.HISTORY,
         RunDirectory.METRICS, RunDirectory.THRESHOLD, RunDirectory.DCASE_RESULTS)}
+    if config.normal_only.score == "feature_gaussian":
+        files[FEATURE_STATISTICS] = run.file(FEATURE_STATISTICS)
     return result, files, max(0, config.train.epochs - len(previous))
 
 
 def machine_scorer(run_dir: str, machine: Optional[str] = None):
     """`(model, machine)`: images to one logit per clip scoring it against `machine`'s normal training clips.
 
-    The logit is `(distance - threshold) / spread` (`ReferenceDistanceLogit`):
-    positive above the machine's threshold (`threshold.json`), in units of
-    the spread of its normal validation distances. `machine` may be omitted
-    when the run has one.
+    The logit is `(distance - threshold) / spread` (`ReferenceDistanceLogit`
+    for `knn`, `GaussianDistanceLogit` for `feature_gaussian`): positive
+    above the machine's threshold (`threshold.json`), in units of the spread
+    of its normal validation distances. `machine` may be omitted when the
+    run has one.
 
     Raises:
-        TrainingError: the run is not a finished `knn` run of this method, or
-            `machine` is not one of its machines.
+        TrainingError: the run is not a finished `knn` or `feature_gaussian`
+            run of this method, or `machine` is not one of its machines.
     """
     run = RunDirectory(run_dir)
     config = run.read_config()
-    if config.normal_only.score != "knn":
-        raise TrainingError(f"{run_dir}: only the 'knn' score exports as a self-contained model "
-                            f"(this run scores by {config.normal_only.score!r}).")
-    for name in (EMBEDDER, REFERENCES):
+    score = config.normal_only.score
+    if score not in EXPORTABLE_SCORES:
+        raise TrainingError(f"{run_dir}: only the {' and '.join(map(repr, EXPORTABLE_SCORES))} scores export as a "
+                            f"self-contained model (this run scores by {score!r}).")
+    references = REFERENCES if score == "knn" else FEATURE_STATISTICS
+    for name in (EMBEDDER, references):
         if not run.exists(name):
             raise TrainingError(f"{run_dir} holds no {name}: train it first (python -m pump_keras.train).")
     machine, entry = normal_only.machine_threshold(run_dir, machine)
-    references = np.load(run.file(REFERENCES))
-    own = references["embeddings"][references["machines"] == machine]
+    threshold, spread = entry["threshold_score"], max(entry.get("val_score_std", 1.0), 1e-6)
     embedder = load_model(run.file(EMBEDDER))
-    head = ReferenceDistanceLogit(len(own), config.normal_only.k, entry["threshold_score"],
-                                  max(entry.get("val_score_std", 1.0), 1e-6), name="reference_distance")
-    head.set_references(own)
-    return keras.Model(embedder.input, head(embedder.output), name="normal_only_scorer"), machine
+    stored = np.load(run.file(references))
+    own = stored["machines"] == machine
+    if score == "knn":
+        head = ReferenceDistanceLogit(int(own.sum()), config.normal_only.k, threshold, spread,
+                                      name="reference_distance")
+        head.set_references(stored["embeddings"][own])
+        return keras.Model(embedder.input, head(embedder.output), name="normal_only_scorer"), machine
+    features = feature_model(embedder, config.normal_only.feature_stride)
+    head = GaussianDistanceLogit(threshold, spread, name="gaussian_distance")
+    head.set_statistics(stored["mean"][own][0], stored["scale"][own][0])
+    return keras.Model(features.input, head(features.output), name="normal_only_scorer"), machine
 
 
 def _fit(classifier, images: np.ndarray, class_ids: np.ndarray, classes: int, config: RunConfig,
@@ -233,6 +281,16 @@ def _previous_history(run: RunDirectory) -> List[dict]:
     return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in run.read_history()]
 
 
+def _write_feature_statistics(run: RunDirectory, features: np.ndarray, records: Sequence) -> None:
+    """Each training machine's normal feature mean and scale (`gaussian_statistics`), for export."""
+    machines = np.array([machine_group(r) for r in records])
+    names = np.unique(machines)
+    stats = [gaussian_statistics(features[machines == name]) for name in names]
+    buffer = io.BytesIO()
+    np.savez(buffer, machines=names, mean=np.stack([m for m, _ in stats]), scale=np.stack([s for _, s in stats]))
+    atomic_write_bytes(run.file(FEATURE_STATISTICS), buffer.getvalue())
+
+
 def _write_references(run: RunDirectory, embeddings: np.ndarray, records: Sequence) -> None:
     buffer = io.BytesIO()
     np.savez(buffer, embeddings=embeddings.astype(np.float32),
@@ -246,12 +304,14 @@ def _scores(config: RunConfig, classifier, embeddings: Dict[str, np.ndarray], sp
     records = splits[name]
     machines = np.array([machine_group(r) for r in records])
     train_machines = np.array([machine_group(r) for r in splits["train"]])
-    if config.normal_only.score == "knn":
+    if config.normal_only.score in EXPORTABLE_SCORES:
         all_scores = np.zeros(len(records))
         for group in np.unique(machines):
-            members = machines == group
-            all_scores[members] = knn_scores(embeddings[name][members], embeddings["train"][train_machines == group],
-                                             config.normal_only.k)
+            members, train = machines == group, embeddings["train"][train_machines == group]
+            if config.normal_only.score == "knn":
+                all_scores[members] = knn_scores(embeddings[name][members], train, config.normal_only.k)
+            else:
+                all_scores[members] = gaussian_distances(embeddings[name][members], *gaussian_statistics(train))
     else:
         head = classifier.get_layer("arcface")
         logits = keras.ops.convert_to_numpy(head(keras.ops.convert_to_tensor(embeddings[name])))
@@ -259,5 +319,6 @@ def _scores(config: RunConfig, classifier, embeddings: Dict[str, np.ndarray], sp
     return {group: all_scores[machines == group] for group in np.unique(machines)}
 
 
-__all__ = ["SCORE_NAMES", "EMBEDDER", "REFERENCES", "class_name", "build_id_classifier", "check_machines",
-           "knn_scores", "neg_log_prob_scores", "train_id_embedding", "machine_scorer"]
+__all__ = ["SCORE_NAMES", "EMBEDDER", "REFERENCES", "FEATURE_STATISTICS", "EXPORTABLE_SCORES", "class_name",
+           "build_id_classifier", "check_machines", "feature_layer", "feature_model", "knn_scores",
+           "neg_log_prob_scores", "train_id_embedding", "machine_scorer"]

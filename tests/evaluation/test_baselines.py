@@ -274,3 +274,15 @@ def test_run_baselines_can_evaluate_on_val(synthetic_splits):
     assert result["majority"].shape == (len(synthetic_splits["val"]),)
     with pytest.raises(ValueError, match="'holdout'"):
         baselines.run_baselines(synthetic_splits, SMALL, eval_split="holdout")
+
+
+def test_normal_gaussian_baseline_scores_each_clip_against_its_own_machine():
+    train = np.array([[0.0], [2.0], [10.0], [14.0]])
+    machines = np.array(["pump/id_00", "pump/id_00", "pump/id_02", "pump/id_02"])
+    scores = baselines.normal_gaussian_baseline(train, machines, np.array([[1.0], [12.0], [1.0]]),
+                                                ["pump/id_00", "pump/id_02", "pump/id_02"])
+    # id_00: mean 1, std 1 (+ the floor); id_02: mean 12, std 2. A clip of id_02 at id_00's mean is far off.
+    np.testing.assert_allclose(scores[:2], [0.0, 0.0], atol=1e-9)
+    assert scores[2] == pytest.approx((11.0 / 2.001) ** 2)
+    with pytest.raises(ValueError, match="pump/id_04 has no training clip"):
+        baselines.normal_gaussian_baseline(train, machines, np.array([[1.0]]), ["pump/id_04"])

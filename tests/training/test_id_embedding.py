@@ -33,6 +33,20 @@ def small_config(tmp_path, *overrides):
                                              machine_ids=("00", "02"), channels=1))
 
 
+def assert_served_decisions_are_the_runs(run, model_dir, machine="pump/id_02"):
+    """Exports `machine`'s scorer and checks it flags each test clip exactly as the run's threshold does."""
+    served = tf.saved_model.load(export_run(str(run), str(model_dir), machine=machine))
+    threshold = json.loads((run / "threshold.json").read_text())["machines"][machine]["threshold_score"]
+    rows = (run / "report" / "dcase" / f"anomaly_score_{machine.replace('/', '_')}.csv").read_text().splitlines()
+    scores = {name: float(score) for name, score in (line.split(",") for line in rows)}
+    test = sorted(r.path for r in read_manifest(run / "split.csv")["test"] if machine.endswith(r.machine_id))
+    assert sorted(scores) == sorted(clip_names(test))
+    for path, name in zip(test, clip_names(test)):
+        outputs = served.signatures["serving_default"](wav_bytes=tf.constant([open(path, "rb").read()]))
+        assert bool(outputs["is_anomaly"].numpy()[0]) == (scores[name] >= threshold), path
+    return test
+
+
 def test_run_scores_every_machine_writes_its_files_and_resumes(tmp_path):
     result = train(small_config(tmp_path), log=lambda line: None)
     run = tmp_path / "run"
@@ -54,16 +68,7 @@ def test_run_scores_every_machine_writes_its_files_and_resumes(tmp_path):
     # The SavedModel of one machine: WAV bytes in, flagged exactly where the run's threshold flags.
     with pytest.raises(ExportError, match="scores 2 machines .*set export.machine"):
         export_run(str(run), str(tmp_path / "saved"))
-    path = export_run(str(run), str(tmp_path / "saved"), machine="pump/id_02")
-    served = tf.saved_model.load(path)
-    threshold = json.loads((run / "threshold.json").read_text())["machines"]["pump/id_02"]["threshold_score"]
-    rows = (run / "report" / "dcase" / "anomaly_score_pump_id_02.csv").read_text().splitlines()
-    scores = {name: float(score) for name, score in (line.split(",") for line in rows)}
-    test = sorted(r.path for r in read_manifest(run / "split.csv")["test"] if r.machine_id == "02")
-    assert sorted(scores) == sorted(clip_names(test))
-    for path, name in zip(test, clip_names(test)):
-        outputs = served.signatures["serving_default"](wav_bytes=tf.constant([open(path, "rb").read()]))
-        assert bool(outputs["is_anomaly"].numpy()[0]) == (scores[name] >= threshold), path
+    test = assert_served_decisions_are_the_runs(run, tmp_path / "saved")
     # The same scorer as a float32 TFLite model (the edge): the same logits, up to float32 kernels (the
     # logit divides a distance by the small spread of normal distances, which magnifies their last bits).
     scorer, _ = id_embedding.machine_scorer(str(run), "pump/id_02")
@@ -73,8 +78,15 @@ def test_run_scores_every_machine_writes_its_files_and_resumes(tmp_path):
                                keras.ops.convert_to_numpy(scorer(images)).reshape(-1), rtol=1e-2, atol=1e-2)
 
 
-def test_the_evaluate_command_reports_a_normal_only_run_per_machine(tmp_path, capsys):
-    train(small_config(tmp_path, "train.epochs=1"), log=lambda line: None)
+def test_feature_gaussian_score_exports_its_decisions_and_evaluates_per_machine(tmp_path, capsys):
+    result = train(small_config(tmp_path, "train.epochs=1", "normal_only.score=feature_gaussian"),
+                   log=lambda line: None)
+    assert result.metrics["score"] == id_embedding.SCORE_NAMES["feature_gaussian"]
+    statistics = np.load(tmp_path / "run" / "feature_statistics.npz")
+    assert list(statistics["machines"]) == ["pump/id_00", "pump/id_02"]
+    # The quick network at 64 rows: the stride-4 map has 16 rows and 24 channels; mean and std per (row, channel).
+    assert statistics["mean"].shape == statistics["scale"].shape == (2, 2 * 16 * 24)
+    assert_served_decisions_are_the_runs(tmp_path / "run", tmp_path / "saved", machine="pump/id_00")
     assert evaluate_cli.main(["--run-dir", str(tmp_path / "run"), "--bootstrap", "50"]) == 0
     out = capsys.readouterr().out
     assert "normal-only run" in out and "pump/id_00" in out and "pump/id_02" in out
