@@ -81,4 +81,43 @@ class ArcMarginLogits(keras.layers.Layer):
         return {**super().get_config(), "classes": self.classes, "scale": self.scale, "margin": self.margin}
 
 
-__all__ = ["ArcMarginLogits", "l2_normalize"]
+@keras.saving.register_keras_serializable(package="pump_keras")
+class OwnClassesLogit(keras.layers.Layer):
+    """`[batch, classes]` head logits to `[batch, 1]`: `(-log p(own classes) - threshold) / spread`.
+
+    `p(own classes)` is the softmax summed over the classes of one machine
+    (`own`, a 0/1 mask), so the exported scorer of a `neg_log_prob` run is
+    the run's own score turned into a logit, positive above the machine's
+    threshold (see `ReferenceDistanceLogit`).
+
+    Args:
+        own: one 0/1 entry per class, 1 for the machine's classes.
+        threshold: the decision threshold of the score.
+        spread: the score's unit; must be positive.
+    """
+
+    def __init__(self, own, threshold: float = 0.0, spread: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        own = [int(v) for v in own]
+        if not own or set(own) - {0, 1} or not any(own):
+            raise ValueError(f"own must be a non-empty 0/1 mask with at least one 1, got {own!r}.")
+        if not spread > 0:
+            raise ValueError(f"spread must be positive, got {spread!r}.")
+        self.own = own
+        self.threshold = float(threshold)
+        self.spread = float(spread)
+
+    def call(self, logits):
+        log_probs = ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
+        masked = ops.where(ops.convert_to_tensor(self.own, dtype="int32") > 0, log_probs, -1e30)
+        score = -ops.logsumexp(masked, axis=-1, keepdims=True)
+        return ops.divide(ops.subtract(score, self.threshold), self.spread)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], 1)
+
+    def get_config(self):
+        return {**super().get_config(), "own": list(self.own), "threshold": self.threshold, "spread": self.spread}
+
+
+__all__ = ["ArcMarginLogits", "OwnClassesLogit", "l2_normalize"]

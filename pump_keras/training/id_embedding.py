@@ -20,6 +20,7 @@ the last completed epoch (`keras.callbacks.BackupAndRestore` under `backup/`).
 from __future__ import annotations
 
 import io
+import json
 from typing import Callable, Dict, List, Optional, Sequence
 
 import keras
@@ -31,7 +32,7 @@ from pump_keras.data.index import machine_group
 from pump_keras.data.pipeline import make_dataset
 from pump_keras.errors import TrainingError
 from pump_keras.files import atomic_write_bytes
-from pump_keras.layers.angular_margin import ArcMarginLogits, l2_normalize
+from pump_keras.layers.angular_margin import ArcMarginLogits, OwnClassesLogit, l2_normalize
 from pump_keras.layers.feature_statistics import (
     GaussianDistanceLogit, TimeStatistics, gaussian_distances, gaussian_statistics)
 from pump_keras.layers.reference_distance import ReferenceDistanceLogit
@@ -48,7 +49,7 @@ SCORE_NAMES = {"knn": "cosine distance to the nearest training embeddings of the
 EMBEDDER = "embedder.keras"
 REFERENCES = "reference_embeddings.npz"
 FEATURE_STATISTICS = "feature_statistics.npz"
-EXPORTABLE_SCORES = ("knn", "feature_gaussian")
+DISTANCE_SCORES = ("knn", "feature_gaussian")  # scored against stored normal references
 BACKUP = "backup"
 
 
@@ -218,30 +219,37 @@ def train_id_embedding(config: RunConfig, synthetic_data_dir: Callable, log: Cal
 def machine_scorer(run_dir: str, machine: Optional[str] = None):
     """`(model, machine)`: images to one logit per clip scoring it against `machine`'s normal training clips.
 
-    The logit is `(distance - threshold) / spread` (`ReferenceDistanceLogit`
-    for `knn`, `GaussianDistanceLogit` for `feature_gaussian`): positive
+    The logit is `(score - threshold) / spread` (`ReferenceDistanceLogit`
+    for `knn`, `GaussianDistanceLogit` for `feature_gaussian`,
+    `OwnClassesLogit` on the ArcFace head for `neg_log_prob`): positive
     above the machine's threshold (`threshold.json`), in units of the spread
-    of its normal validation distances. `machine` may be omitted when the
-    run has one.
+    of its normal validation scores. `machine` may be omitted when the run
+    has one.
 
     Raises:
-        TrainingError: the run is not a finished `knn` or `feature_gaussian`
-            run of this method, or `machine` is not one of its machines.
+        TrainingError: the run is not a finished run of this method, or
+            `machine` is not one of its machines.
     """
     run = RunDirectory(run_dir)
     config = run.read_config()
     score = config.normal_only.score
-    if score not in EXPORTABLE_SCORES:
-        raise TrainingError(f"{run_dir}: only the {' and '.join(map(repr, EXPORTABLE_SCORES))} scores export as a "
-                            f"self-contained model (this run scores by {score!r}).")
-    references = REFERENCES if score == "knn" else FEATURE_STATISTICS
-    for name in (EMBEDDER, references):
+    needed = {"knn": REFERENCES, "feature_gaussian": FEATURE_STATISTICS, "neg_log_prob": RunDirectory.METRICS}[score]
+    for name in (EMBEDDER, RunDirectory.BEST, needed):
         if not run.exists(name):
             raise TrainingError(f"{run_dir} holds no {name}: train it first (python -m pump_keras.train).")
     machine, entry = normal_only.machine_threshold(run_dir, machine)
     threshold, spread = entry["threshold_score"], max(entry.get("val_score_std", 1.0), 1e-6)
     embedder = load_model(run.file(EMBEDDER))
-    stored = np.load(run.file(references))
+    if score == "neg_log_prob":
+        trained = load_model(run.file(RunDirectory.BEST)).get_layer("arcface")
+        arcface = ArcMarginLogits.from_config(trained.get_config())
+        logits = arcface(embedder.output)
+        arcface.set_weights(trained.get_weights())
+        with open(run.file(RunDirectory.METRICS), encoding="utf-8") as handle:
+            owners = ["/".join(name.split("/")[:2]) for name in json.load(handle)["classes"]]
+        head = OwnClassesLogit([int(owner == machine) for owner in owners], threshold, spread, name="own_classes")
+        return keras.Model(embedder.input, head(logits), name="normal_only_scorer"), machine
+    stored = np.load(run.file(needed))
     own = stored["machines"] == machine
     if score == "knn":
         head = ReferenceDistanceLogit(int(own.sum()), config.normal_only.k, threshold, spread,
@@ -304,7 +312,7 @@ def _scores(config: RunConfig, classifier, embeddings: Dict[str, np.ndarray], sp
     records = splits[name]
     machines = np.array([machine_group(r) for r in records])
     train_machines = np.array([machine_group(r) for r in splits["train"]])
-    if config.normal_only.score in EXPORTABLE_SCORES:
+    if config.normal_only.score in DISTANCE_SCORES:
         all_scores = np.zeros(len(records))
         for group in np.unique(machines):
             members, train = machines == group, embeddings["train"][train_machines == group]
@@ -319,6 +327,6 @@ def _scores(config: RunConfig, classifier, embeddings: Dict[str, np.ndarray], sp
     return {group: all_scores[machines == group] for group in np.unique(machines)}
 
 
-__all__ = ["SCORE_NAMES", "EMBEDDER", "REFERENCES", "FEATURE_STATISTICS", "EXPORTABLE_SCORES", "class_name",
+__all__ = ["SCORE_NAMES", "EMBEDDER", "REFERENCES", "FEATURE_STATISTICS", "DISTANCE_SCORES", "class_name",
            "build_id_classifier", "check_machines", "feature_layer", "feature_model", "knn_scores",
            "neg_log_prob_scores", "train_id_embedding", "machine_scorer"]

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from pump_keras.layers.angular_margin import ArcMarginLogits
+from pump_keras.layers.angular_margin import ArcMarginLogits, OwnClassesLogit
 
 
 def test_margin_widens_the_true_class_angle_only(tmp_path):
@@ -54,3 +54,19 @@ def test_round_trip_in_a_model(tmp_path):
 def test_bad_options(options, pattern):
     with pytest.raises(ValueError, match=pattern):
         ArcMarginLogits(**options)
+
+
+def test_own_classes_logit_is_the_scaled_neg_log_prob_of_the_machines_classes(tmp_path):
+    logits = np.log(np.array([[0.2, 0.3, 0.5]], np.float32))
+    layer = OwnClassesLogit([1, 1, 0], threshold=0.1, spread=2.0)
+    expected = (-np.log(0.5) - 0.1) / 2.0
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(logits)), [[expected]], atol=1e-6)
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, layer(inputs))
+    model.save(tmp_path / "m.keras")
+    restored = keras.saving.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(restored(logits)), [[expected]], atol=1e-6)
+    assert restored.layers[-1].get_config()["own"] == [1, 1, 0]
+    for own in ([], [0, 0], [2, 1]):
+        with pytest.raises(ValueError, match="0/1 mask"):
+            OwnClassesLogit(own)

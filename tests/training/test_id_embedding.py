@@ -94,11 +94,12 @@ def test_feature_gaussian_score_exports_its_decisions_and_evaluates_per_machine(
     assert "(normal-only)" in report and "![roc_pump_id_02.png](roc_pump_id_02.png)" in report
 
 
-def test_neg_log_prob_score_and_mixup(tmp_path):
+def test_neg_log_prob_score_with_mixup_exports_its_decisions(tmp_path):
     result = train(small_config(tmp_path, "normal_only.score=neg_log_prob", "train.mixup_alpha=0.2"),
                    log=lambda line: None)
     assert result.metrics["score"] == id_embedding.SCORE_NAMES["neg_log_prob"]
     assert np.isfinite(result.metrics["test"]["auc"])
+    assert_served_decisions_are_the_runs(tmp_path / "run", tmp_path / "saved")
 
 
 def test_real_dcase_clips_in_the_official_layout(tmp_path, real_dcase_dev_data):
