@@ -1,18 +1,22 @@
 """Normal-only detection: our method against the ported DCASE 2020 baseline. `python benchmarks/normal_only.py`.
 
-Both train on normal clips only (`data.protocol=normal_only`) and are tested
+The two trained methods train on normal clips only (`data.protocol=normal_only`) and are tested
 on held-out normal clips and every abnormal one, side by side on the same
 split of the same recordings:
 
 * `ours`: the `normal_only` preset (the `quick` improved-CBAM EfficientNetV2
-  as a machine-id classifier with an ArcFace head; score: cosine distance to
-  the nearest training embedding of the clip's machine), plus `--set`;
+  as a machine-id classifier with an ArcFace head; score: the diagonal
+  Gaussian of the clip's machine on the time statistics of its stride-4
+  feature map), plus `--set`;
 * `dcase_ae`: the `dcase2020_ae` preset (the DCASE 2020 Task 2 baseline
   autoencoder, one per machine id) with batch 64 instead of 512
   (`AE_SETTINGS`): the preset's 100 epochs of batch 512 take about 50 000
   steps on the real development set but 400 on these few clips, where the
   autoencoder has not yet learnt to reconstruct (its AUC stays below 0.5);
-  batch 64 gives it eight times the steps.
+  batch 64 gives it eight times the steps;
+* `logmel_gaussian`: no training at all, the same per-machine diagonal
+  Gaussian on the log-mel band means and spreads of the evaluation report's
+  baseline (`normal_gaussian_baseline`): what a learnt method must beat.
 
 Conditions: the learning benchmark's recordings (`benchmarks/learning.py`,
 the generator at its default fault strength, 4 pump ids) at SNR 6, 0 and
@@ -25,9 +29,9 @@ and the test split is the target domain's test clips.
 
 Prints per condition the AUC and pAUC (means over ids, then mean +- std over
 seeds), per id the mean AUC of each, and ends with
-`auc_gain_vs_dcase_ae=X.XX`: mean AUC over ids, seeds and conditions, ours
-minus the baseline's. Targets: >= +0.15, and ours at least as good on every
-id.
+`auc_gain_vs_logmel_gaussian=X.XX`, then `auc_gain_vs_dcase_ae=X.XX`: mean
+AUC over ids, seeds and conditions, ours minus the other's. Targets against
+the autoencoder: >= +0.15, and ours at least as good on every id.
 
     python benchmarks/normal_only.py            # 3 conditions x 3 seeds
     python benchmarks/normal_only.py --small    # iterate: 0 dB, one seed

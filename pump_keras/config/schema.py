@@ -664,8 +664,8 @@ class NormalOnlyConfig:
     The backbone (`model`) learns to tell the training split's machines
     apart from their normal clips alone (self-supervised: the ids come free
     with the recordings), through an additive angular margin head (ArcFace,
-    Deng et al. 2019); a clip is anomalous when its embedding fits its own
-    machine badly.
+    Deng et al. 2019); a clip is anomalous when its features fit its own
+    machine's normal ones badly.
 
     Attributes:
         classes: what the head tells apart: `"machine"` (machine type and id,
@@ -675,7 +675,8 @@ class NormalOnlyConfig:
             backbone's pooled features).
         scale: ArcFace's `s`.
         margin: ArcFace's `m`, in radians.
-        score: `"knn"`: the mean cosine distance from a clip's embedding to
+        score: `"feature_gaussian"` (the default; see below); `"knn"`: the
+            mean cosine distance from a clip's embedding to
             the `k` nearest embeddings of its machine's training clips;
             `"neg_log_prob"`: `-log p(own class)` under the head's softmax
             (without the margin); `"feature_gaussian"`: how far the time
@@ -693,7 +694,7 @@ class NormalOnlyConfig:
     embedding_dim: int = 128
     scale: float = 30.0
     margin: float = 0.5
-    score: str = "knn"
+    score: str = "feature_gaussian"
     k: int = 1
     feature_stride: int = 4
 

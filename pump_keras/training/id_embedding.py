@@ -6,14 +6,18 @@ was) and an ArcFace head (`pump_keras.layers.angular_margin`) over the
 training split's machines (`normal_only.classes`). It is trained on normal
 clips only, with the run's optimizer, schedule and time roll, MixUp on the
 one-hot classes when `train.mixup_alpha` is set. A clip's anomaly score
-(`normal_only.score`) is the mean cosine distance from its embedding to the
-k nearest embeddings of its machine's training clips, or `-log p(own class)`
-under the head. Each machine's threshold and the test metrics come from
+(`normal_only.score`) is how far the time statistics of the backbone's
+stride-4 feature map lie from those of its machine's training clips (a
+diagonal Gaussian per machine, `feature_gaussian`), the mean cosine distance
+from its embedding to the k nearest embeddings of its machine's training
+clips (`knn`), or `-log p(own class)` under the head (`neg_log_prob`). Each machine's threshold and the test metrics come from
 `pump_keras.training.normal_only`.
 
 Files: `best.keras` (the classifier, label input included), `embedder.keras`
-(images to embeddings) and `reference_embeddings.npz` (the training clips'
-embeddings and machines: what "k nearest" searches). Training resumes from
+(images to embeddings), `reference_embeddings.npz` (the training clips'
+embeddings and machines: what "k nearest" searches) and, for
+`feature_gaussian`, `feature_statistics.npz` (each machine's feature mean
+and scale). Training resumes from
 the last completed epoch (`keras.callbacks.BackupAndRestore` under `backup/`).
 """
 

@@ -48,7 +48,7 @@ def assert_served_decisions_are_the_runs(run, model_dir, machine="pump/id_02"):
 
 
 def test_run_scores_every_machine_writes_its_files_and_resumes(tmp_path):
-    result = train(small_config(tmp_path), log=lambda line: None)
+    result = train(small_config(tmp_path, "normal_only.score=knn"), log=lambda line: None)
     run = tmp_path / "run"
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["classes"] == ["pump/id_00", "pump/id_02"] and metrics["protocol"] == "normal_only"
@@ -61,7 +61,7 @@ def test_run_scores_every_machine_writes_its_files_and_resumes(tmp_path):
     assert (run / "embedder.keras").exists() and not (run / "backup").exists()
     assert result.epochs_run == 4 and len((run / "history.csv").read_text().splitlines()) == 1 + 4
     lines = []
-    again = train(small_config(tmp_path), log=lines.append)
+    again = train(small_config(tmp_path, "normal_only.score=knn"), log=lines.append)
     assert again.epochs_run == 0 and any("not trained again" in line for line in lines)
     assert again.metrics["test"] == pytest.approx(metrics["test"])
 
@@ -79,8 +79,7 @@ def test_run_scores_every_machine_writes_its_files_and_resumes(tmp_path):
 
 
 def test_feature_gaussian_score_exports_its_decisions_and_evaluates_per_machine(tmp_path, capsys):
-    result = train(small_config(tmp_path, "train.epochs=1", "normal_only.score=feature_gaussian"),
-                   log=lambda line: None)
+    result = train(small_config(tmp_path, "train.epochs=1"), log=lambda line: None)  # the preset's score
     assert result.metrics["score"] == id_embedding.SCORE_NAMES["feature_gaussian"]
     statistics = np.load(tmp_path / "run" / "feature_statistics.npz")
     assert list(statistics["machines"]) == ["pump/id_00", "pump/id_02"]
