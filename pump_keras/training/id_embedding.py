@@ -10,15 +10,16 @@ one-hot classes when `train.mixup_alpha` is set. A clip's anomaly score
 stride-4 feature map lie from those of its machine's training clips (a
 diagonal Gaussian per machine, `feature_gaussian`), the mean cosine distance
 from its embedding to the k nearest embeddings of its machine's training
-clips (`knn`), or `-log p(own class)` under the head (`neg_log_prob`). Each machine's threshold and the test metrics come from
+clips (`knn`), or `-log p(own class)` under the head (`neg_log_prob`).
+Each machine's threshold and the test metrics come from
 `pump_keras.training.normal_only`.
 
 Files: `best.keras` (the classifier, label input included), `embedder.keras`
 (images to embeddings), `reference_embeddings.npz` (the training clips'
 embeddings and machines: what "k nearest" searches) and, for
 `feature_gaussian`, `feature_statistics.npz` (each machine's feature mean
-and scale). Training resumes from
-the last completed epoch (`keras.callbacks.BackupAndRestore` under `backup/`).
+and scale). Training resumes from the last completed epoch
+(`keras.callbacks.BackupAndRestore` under `backup/`).
 """
 
 from __future__ import annotations
@@ -202,13 +203,14 @@ def train_id_embedding(config: RunConfig, synthetic_data_dir: Callable, log: Cal
     embeddings = {name: embedder.predict(images[name], batch_size=config.data.batch_size, verbose=0)
                   for name in images}
     _write_references(run, embeddings["train"], splits["train"])
+    vectors = embeddings  # what the score compares
     if config.normal_only.score == "feature_gaussian":
         # From the saved embedder, as export builds it (a freshly built one can hold a layer called twice).
         features = feature_model(load_model(run.file(EMBEDDER)), config.normal_only.feature_stride)
-        embeddings = {name: features.predict(images[name], batch_size=config.data.batch_size, verbose=0)
-                      for name in images}
-        _write_feature_statistics(run, embeddings["train"], splits["train"])
-    scores = {name: _scores(config, classifier, embeddings, splits, name, class_names) for name in ("val", "test")}
+        vectors = {name: features.predict(images[name], batch_size=config.data.batch_size, verbose=0)
+                   for name in images}
+        _write_feature_statistics(run, vectors["train"], splits["train"])
+    scores = {name: _scores(config, classifier, vectors, splits, name, class_names) for name in ("val", "test")}
     result = write_outputs(run, config, groups, scores, SCORE_NAMES[config.normal_only.score])
     result["classes"] = class_names
     run.write_json(RunDirectory.METRICS, result)
@@ -310,23 +312,23 @@ def _write_references(run: RunDirectory, embeddings: np.ndarray, records: Sequen
     atomic_write_bytes(run.file(REFERENCES), buffer.getvalue())
 
 
-def _scores(config: RunConfig, classifier, embeddings: Dict[str, np.ndarray], splits: dict, name: str,
+def _scores(config: RunConfig, classifier, vectors: Dict[str, np.ndarray], splits: dict, name: str,
             class_names: List[str]) -> Dict[str, np.ndarray]:
-    """`{machine: scores}` of split `name`, in the order of `by_group`."""
+    """`{machine: scores}` of split `name`, in the order of `by_group`; `vectors`: embeddings or feature statistics."""
     records = splits[name]
     machines = np.array([machine_group(r) for r in records])
     train_machines = np.array([machine_group(r) for r in splits["train"]])
     if config.normal_only.score in DISTANCE_SCORES:
         all_scores = np.zeros(len(records))
         for group in np.unique(machines):
-            members, train = machines == group, embeddings["train"][train_machines == group]
+            members, train = machines == group, vectors["train"][train_machines == group]
             if config.normal_only.score == "knn":
-                all_scores[members] = knn_scores(embeddings[name][members], train, config.normal_only.k)
+                all_scores[members] = knn_scores(vectors[name][members], train, config.normal_only.k)
             else:
-                all_scores[members] = gaussian_distances(embeddings[name][members], *gaussian_statistics(train))
+                all_scores[members] = gaussian_distances(vectors[name][members], *gaussian_statistics(train))
     else:
         head = classifier.get_layer("arcface")
-        logits = keras.ops.convert_to_numpy(head(keras.ops.convert_to_tensor(embeddings[name])))
+        logits = keras.ops.convert_to_numpy(head(keras.ops.convert_to_tensor(vectors[name])))
         all_scores = neg_log_prob_scores(logits, class_names, machines)
     return {group: all_scores[machines == group] for group in np.unique(machines)}
 
