@@ -24,9 +24,9 @@ pytestmark = pytest.mark.slow
 
 
 def small_config(tmp_path, *overrides):
-    """The normal_only preset at test size: 64 x 32 images, 4 epochs, 1-second clips of two pumps."""
+    """The normal_only preset at test size: 64 x 32 images, 2 epochs, 1-second clips of two pumps."""
     config = load_config("normal_only", overrides=[
-        "train.epochs=4", "train.verbose=0", "data.batch_size=8", "features.image_size=64", "features.image_width=32",
+        "train.epochs=2", "train.verbose=0", "data.batch_size=8", "features.image_size=64", "features.image_width=32",
         "data.split_ratios=[0.5,0.3,0.2]", *overrides])
     return replace(config, run_dir=str(tmp_path / "run"),
                    synthetic=SyntheticConfig(clips_per_class=14, abnormal_clips_per_id=4, seconds=1.0,
@@ -59,7 +59,7 @@ def test_run_scores_every_machine_writes_its_files_and_resumes(tmp_path):
     assert references["embeddings"].shape[1] == 128 and len(references["machines"]) == len(references["embeddings"])
     assert (run / "report" / "dcase" / "result.csv").read_text().startswith("pump\n")
     assert (run / "embedder.keras").exists() and not (run / "backup").exists()
-    assert result.epochs_run == 4 and len((run / "history.csv").read_text().splitlines()) == 1 + 4
+    assert result.epochs_run == 2 and len((run / "history.csv").read_text().splitlines()) == 1 + 2
     lines = []
     again = train(small_config(tmp_path, "normal_only.score=knn"), log=lines.append)
     assert again.epochs_run == 0 and any("not trained again" in line for line in lines)
@@ -94,7 +94,7 @@ def test_feature_gaussian_score_exports_its_decisions_and_evaluates_per_machine(
 
 
 def test_neg_log_prob_score_with_mixup_exports_its_decisions(tmp_path):
-    result = train(small_config(tmp_path, "normal_only.score=neg_log_prob", "train.mixup_alpha=0.2"),
+    result = train(small_config(tmp_path, "normal_only.score=neg_log_prob", "train.mixup_alpha=0.2", "train.epochs=1"),
                    log=lambda line: None)
     assert result.metrics["score"] == id_embedding.SCORE_NAMES["neg_log_prob"]
     assert np.isfinite(result.metrics["test"]["auc"])
