@@ -30,8 +30,14 @@ def _flatten(values: dict, prefix=()) -> dict:
 
 
 def _result_settings(config: RunConfig) -> dict:
-    """The config's settings that determine the run's result, flattened (the unchosen models' sections left out)."""
+    """The config's settings that determine the run's result, flattened.
+
+    Left out: the sections of the models not chosen, and the normal-only
+    method's section in a supervised run.
+    """
     values = to_dict(config)
+    if values["data"]["protocol"] != "normal_only":
+        values.pop("normal_only")
     model = values["model"]
     if model["name"] != PAPER_MODEL:
         model.pop(PAPER_MODEL)

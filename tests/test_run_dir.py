@@ -138,3 +138,12 @@ def test_a_manifest_may_only_list_files_inside_the_data_folder(tmp_path):
     for escaping in (data / ".." / "disk2" / "c.wav", elsewhere / "c.wav", tmp_path / "data2" / "d.wav"):
         with pytest.raises(RunDirError, match=r"split.csv lists .* \(val split\), which is outside the data folder"):
             check_manifest_paths({"train": inside["train"], "val": [Record(escaping)]}, str(data), "split.csv")
+
+
+def test_the_normal_only_section_matters_to_normal_only_runs_only():
+    supervised = preset("quick")
+    knn = replace(supervised, normal_only=replace(supervised.normal_only, score="knn"))
+    assert config_differences(knn, supervised) == []  # a supervised run of an older default still resumes
+    normal_only = preset("normal_only")
+    assert config_differences(replace(normal_only, normal_only=replace(normal_only.normal_only, score="knn")),
+                              normal_only) == ["normal_only.score: 'knn' -> 'feature_gaussian'"]
