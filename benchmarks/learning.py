@@ -151,17 +151,24 @@ def network_overrides(model: str, user_set, cnn_set) -> list:
 def trained_metrics(run_dir: str, preset_name: str, overrides, label: str, log) -> dict:
     """The `metrics.json` of the run in `run_dir`, trained first if it has none.
 
-    The run is `preset_name` plus `overrides()` (called only when it trains:
-    the split it names may need writing).
+    The run is `preset_name` plus `overrides()` (which may write the split it
+    names). A run already in `run_dir` is read back only when it was trained
+    with these settings (`config_differences`); otherwise this stops.
     """
     import keras
 
     from pump_keras.config import load_config
+    from pump_keras.run_dir import RunDirectory, config_differences
     from pump_keras.training.loop import train
 
     metrics_path = os.path.join(run_dir, "metrics.json")
-    if not os.path.exists(metrics_path):
-        config = load_config(preset_name, None, [*overrides(), f"run_dir={run_dir}", "train.verbose=0"])
+    config = load_config(preset_name, None, [*overrides(), f"run_dir={run_dir}", "train.verbose=0"])
+    if os.path.exists(metrics_path):
+        differences = config_differences(RunDirectory(run_dir).read_config(), config)
+        if differences:  # a run of another recipe must not be reported as this one
+            raise SystemExit(f"error: {run_dir} was trained with other settings ({'; '.join(differences)}); "
+                             "use another --out.")
+    else:
         keras.backend.clear_session()
         started = time.perf_counter()
         train(config, log=lambda message: None)
