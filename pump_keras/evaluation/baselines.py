@@ -39,7 +39,7 @@ from pump_keras.config import FeatureConfig
 from pump_keras.data.index import ClipRecord
 from pump_keras.errors import WavFormatError
 from pump_keras.files import atomic_write_bytes
-from pump_keras.layers.feature_statistics import gaussian_distances, gaussian_statistics
+from pump_keras.layers.feature_statistics import machine_distances, machine_statistics
 
 # Bump when `clip_logmel_statistics` changes, so old caches are not reused.
 FEATURE_VERSION = "logmel-mean-std-1"
@@ -186,16 +186,11 @@ def normal_gaussian_baseline(train_features, train_machines, features_to_score, 
     Raises:
         ValueError: a clip's machine has no training clip.
     """
-    train_features, train_machines = np.asarray(train_features), np.asarray(train_machines)
-    features_to_score, machines = np.asarray(features_to_score), np.asarray(machines)
-    scores = np.zeros(len(machines))
-    for machine in np.unique(machines):
-        own = train_machines == machine
-        if not own.any():
-            raise ValueError(f"normal_gaussian_baseline: {machine} has no training clip.")
-        members = machines == machine
-        scores[members] = gaussian_distances(features_to_score[members], *gaussian_statistics(train_features[own]))
-    return scores
+    statistics = machine_statistics(np.asarray(train_features), train_machines)
+    try:
+        return machine_distances(features_to_score, machines, statistics)
+    except ValueError as error:
+        raise ValueError(f"normal_gaussian_baseline: {error}") from error
 
 
 def run_baselines(splits: Mapping[str, Sequence[ClipRecord]], feature_config: FeatureConfig,

@@ -93,4 +93,27 @@ def gaussian_distances(features: np.ndarray, mean: np.ndarray, scale: np.ndarray
     return np.mean(z ** 2, axis=1)
 
 
-__all__ = ["TimeStatistics", "GaussianDistanceLogit", "gaussian_statistics", "gaussian_distances"]
+def machine_statistics(features: np.ndarray, machines) -> dict:
+    """`{machine: (mean, scale)}` of each machine's rows of `[n, D]` normal `features` (`gaussian_statistics`)."""
+    machines = np.asarray(machines)
+    return {machine: gaussian_statistics(features[machines == machine]) for machine in np.unique(machines)}
+
+
+def machine_distances(features: np.ndarray, machines, statistics: dict) -> np.ndarray:
+    """Each row's `gaussian_distances` under its own machine's `statistics` (from `machine_statistics`).
+
+    Raises:
+        ValueError: a row's machine has no statistics (no training clip).
+    """
+    features, machines = np.asarray(features), np.asarray(machines)
+    distances = np.zeros(len(machines))
+    for machine in np.unique(machines):
+        if machine not in statistics:
+            raise ValueError(f"{machine} has no training clip.")
+        members = machines == machine
+        distances[members] = gaussian_distances(features[members], *statistics[machine])
+    return distances
+
+
+__all__ = ["TimeStatistics", "GaussianDistanceLogit", "gaussian_statistics", "gaussian_distances",
+           "machine_statistics", "machine_distances"]

@@ -39,7 +39,7 @@ from pump_keras.errors import TrainingError
 from pump_keras.files import atomic_write_bytes
 from pump_keras.layers.angular_margin import ArcMarginLogits, OwnClassesLogit, l2_normalize
 from pump_keras.layers.feature_statistics import (
-    GaussianDistanceLogit, TimeStatistics, gaussian_distances, gaussian_statistics)
+    GaussianDistanceLogit, TimeStatistics, machine_distances, machine_statistics)
 from pump_keras.layers.reference_distance import ReferenceDistanceLogit
 from pump_keras.layers.standardization import with_row_standardization
 from pump_keras.models import build, load_model
@@ -54,7 +54,6 @@ SCORE_NAMES = {"knn": "cosine distance to the nearest training embeddings of the
 EMBEDDER = "embedder.keras"
 REFERENCES = "reference_embeddings.npz"
 FEATURE_STATISTICS = "feature_statistics.npz"
-DISTANCE_SCORES = ("knn", "feature_gaussian")  # scored against stored normal references
 BACKUP = "backup"
 
 
@@ -203,14 +202,16 @@ def train_id_embedding(config: RunConfig, synthetic_data_dir: Callable, log: Cal
     embeddings = {name: embedder.predict(images[name], batch_size=config.data.batch_size, verbose=0)
                   for name in images}
     _write_references(run, embeddings["train"], splits["train"])
-    vectors = embeddings  # what the score compares
+    vectors, statistics = embeddings, None  # what the score compares; the machines' normal statistics
     if config.normal_only.score == "feature_gaussian":
         # From the saved embedder, as export builds it (a freshly built one can hold a layer called twice).
         features = feature_model(load_model(run.file(EMBEDDER)), config.normal_only.feature_stride)
         vectors = {name: features.predict(images[name], batch_size=config.data.batch_size, verbose=0)
                    for name in images}
-        _write_feature_statistics(run, vectors["train"], splits["train"])
-    scores = {name: _scores(config, classifier, vectors, splits, name, class_names) for name in ("val", "test")}
+        statistics = machine_statistics(vectors["train"], [machine_group(r) for r in splits["train"]])
+        _write_feature_statistics(run, statistics)
+    scores = {name: _scores(config, classifier, vectors, splits, name, class_names, statistics)
+              for name in ("val", "test")}
     result = write_outputs(run, config, groups, scores, SCORE_NAMES[config.normal_only.score])
     result["classes"] = class_names
     run.write_json(RunDirectory.METRICS, result)
@@ -295,13 +296,12 @@ def _previous_history(run: RunDirectory) -> List[dict]:
     return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in run.read_history()]
 
 
-def _write_feature_statistics(run: RunDirectory, features: np.ndarray, records: Sequence) -> None:
-    """Each training machine's normal feature mean and scale (`gaussian_statistics`), for export."""
-    machines = np.array([machine_group(r) for r in records])
-    names = np.unique(machines)
-    stats = [gaussian_statistics(features[machines == name]) for name in names]
+def _write_feature_statistics(run: RunDirectory, statistics: dict) -> None:
+    """Each training machine's normal feature mean and scale (`machine_statistics`), for export."""
+    names = sorted(statistics)
     buffer = io.BytesIO()
-    np.savez(buffer, machines=names, mean=np.stack([m for m, _ in stats]), scale=np.stack([s for _, s in stats]))
+    np.savez(buffer, machines=np.array(names), mean=np.stack([statistics[n][0] for n in names]),
+             scale=np.stack([statistics[n][1] for n in names]))
     atomic_write_bytes(run.file(FEATURE_STATISTICS), buffer.getvalue())
 
 
@@ -313,19 +313,23 @@ def _write_references(run: RunDirectory, embeddings: np.ndarray, records: Sequen
 
 
 def _scores(config: RunConfig, classifier, vectors: Dict[str, np.ndarray], splits: dict, name: str,
-            class_names: List[str]) -> Dict[str, np.ndarray]:
-    """`{machine: scores}` of split `name`, in the order of `by_group`; `vectors`: embeddings or feature statistics."""
+            class_names: List[str], statistics: Optional[dict] = None) -> Dict[str, np.ndarray]:
+    """`{machine: scores}` of split `name`, in the order of `by_group`.
+
+    `vectors`: embeddings, or for `feature_gaussian` feature statistics scored
+    under the machines' normal `statistics` (`machine_statistics`).
+    """
     records = splits[name]
     machines = np.array([machine_group(r) for r in records])
     train_machines = np.array([machine_group(r) for r in splits["train"]])
-    if config.normal_only.score in DISTANCE_SCORES:
+    if config.normal_only.score == "feature_gaussian":
+        all_scores = machine_distances(vectors[name], machines, statistics)
+    elif config.normal_only.score == "knn":
         all_scores = np.zeros(len(records))
         for group in np.unique(machines):
-            members, train = machines == group, vectors["train"][train_machines == group]
-            if config.normal_only.score == "knn":
-                all_scores[members] = knn_scores(vectors[name][members], train, config.normal_only.k)
-            else:
-                all_scores[members] = gaussian_distances(vectors[name][members], *gaussian_statistics(train))
+            members = machines == group
+            all_scores[members] = knn_scores(vectors[name][members], vectors["train"][train_machines == group],
+                                             config.normal_only.k)
     else:
         head = classifier.get_layer("arcface")
         logits = keras.ops.convert_to_numpy(head(keras.ops.convert_to_tensor(vectors[name])))
@@ -333,6 +337,6 @@ def _scores(config: RunConfig, classifier, vectors: Dict[str, np.ndarray], split
     return {group: all_scores[machines == group] for group in np.unique(machines)}
 
 
-__all__ = ["SCORE_NAMES", "EMBEDDER", "REFERENCES", "FEATURE_STATISTICS", "DISTANCE_SCORES", "class_name",
+__all__ = ["SCORE_NAMES", "EMBEDDER", "REFERENCES", "FEATURE_STATISTICS", "class_name",
            "build_id_classifier", "check_machines", "feature_layer", "feature_model", "knn_scores",
            "neg_log_prob_scores", "train_id_embedding", "machine_scorer"]

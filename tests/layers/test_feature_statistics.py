@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from pump_keras.layers.feature_statistics import (
-    GaussianDistanceLogit, TimeStatistics, gaussian_distances, gaussian_statistics)
+    GaussianDistanceLogit, TimeStatistics, gaussian_distances, gaussian_statistics, machine_distances,
+    machine_statistics)
 
 
 def test_time_statistics_are_the_mean_then_the_std_over_columns_per_row_and_channel():
@@ -45,3 +46,11 @@ def test_options_and_statistics_are_checked():
     with pytest.raises(ValueError, match="positive"):
         GaussianDistanceLogit().set_statistics([0.0], [0.0])
     assert np.all(gaussian_statistics(np.ones((4, 3)))[1] > 0)  # the floor keeps a constant feature finite
+
+
+def test_each_row_is_scored_under_its_own_machines_statistics():
+    train = np.array([[0.0], [2.0], [10.0], [14.0]])
+    statistics = machine_statistics(train, ["a", "a", "b", "b"])
+    np.testing.assert_allclose(machine_distances(np.array([[1.0], [12.0]]), ["a", "b"], statistics), [0.0, 0.0])
+    with pytest.raises(ValueError, match="c has no training clip"):
+        machine_distances(np.array([[1.0]]), ["c"], statistics)
